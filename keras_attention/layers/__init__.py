@@ -1,0 +1,14 @@
+"""Keras layers: attention, position encodings and Transformer blocks."""
+
+# --- attention (core) ---
+
+# --- attention (seq2seq) ---
+
+# --- attention (efficient and structured) ---
+
+# --- position encodings ---
+from keras_attention.layers.encodings.attention_position_encoding import (
+    AttentionPositionEncoding,
+)
+
+# --- blocks ---

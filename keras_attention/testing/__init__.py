@@ -1,0 +1,8 @@
+"""Test utilities shared by the layer tests."""
+
+from keras_attention.testing.layer_test import (
+    assert_all_close,
+    assert_finite,
+    check_training_step,
+    run_layer_test,
+)
