@@ -1,6 +1,7 @@
 """Keras layers: attention, position encodings and Transformer blocks."""
 
 # --- attention (core) ---
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 
 # --- attention (seq2seq) ---
 

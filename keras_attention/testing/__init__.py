@@ -6,3 +6,7 @@ from keras_attention.testing.layer_test import (
     check_training_step,
     run_layer_test,
 )
+from keras_attention.testing.attention_test import (
+    check_attention_errors,
+    run_attention_layer_test,
+)

@@ -120,19 +120,19 @@ def run_layer_test(
     model, arrays = _functional_model(layer, inputs, call_kwargs)
     assert_all_close(model(arrays), eager, atol, rtol, "functional vs eager")
 
-    if run_jit:
-        model.compile(jit_compile=True)
-        batch = len(inputs[0])
-        jitted = model.predict(arrays, batch_size=batch, verbose=0)
-        assert_all_close(jitted, eager, max(atol, 1e-4), max(rtol, 1e-4),
-                         "jit_compile=True vs eager")
-
     if run_save:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.keras")
             model.save(path)
             loaded = keras.saving.load_model(path, safe_mode=True)
         assert_all_close(loaded(arrays), eager, atol, rtol, ".keras save/load")
+
+    if run_jit:
+        model.compile(jit_compile=True)
+        batch = len(inputs[0])
+        jitted = model.predict(arrays, batch_size=batch, verbose=0)
+        assert_all_close(jitted, eager, max(atol, 1e-4), max(rtol, 1e-4),
+                         "jit_compile=True vs eager")
 
     if run_mixed_precision:
         for policy in MIXED_POLICIES:

@@ -1,0 +1,158 @@
+"""Base class of every attention layer: the `keras.layers.MultiHeadAttention` call
+convention, input checks, mask merging and zeros for fully masked query rows.
+
+Shape legend: B batch, T query length, S key length, F features.
+
+A subclass implements one hook, `_compute_attention`, and inherits everything else,
+so every layer takes the same call arguments and follows the same mask rules.
+"""
+
+import keras
+from keras import ops
+
+from keras_attention import masks as masks_lib
+from keras_attention.utils.validation import check_rank
+
+
+def _clear_keras_mask(x):
+    """Drop the implicit Keras mask a tensor carries (it was passed as an argument)."""
+    if getattr(x, "_keras_mask", None) is not None:
+        try:
+            x._keras_mask = None
+        except AttributeError:
+            pass
+
+
+class BaseAttention(keras.layers.Layer):
+    """Shared call convention of the attention layers (not used directly).
+
+    Subclasses override `_compute_attention` and may set
+    `supports_attention_scores = False` when they cannot form a full weight matrix
+    cheaply; asking such a layer for scores raises a `ValueError`.
+    """
+
+    supports_attention_scores = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    # ------------------------------------------------------------------ checks
+    def _check_input_shapes(self, query_shape, value_shape, key_shape=None):
+        check_rank("query", query_shape, 3, "(batch, seq, features)")
+        check_rank("value", value_shape, 3, "(batch, seq, features)")
+        if key_shape is not None:
+            check_rank("key", key_shape, 3, "(batch, seq, features)")
+            if None not in (key_shape[1], value_shape[1]) and key_shape[1] != value_shape[1]:
+                raise ValueError(
+                    "`key` and `value` must have the same sequence length. "
+                    f"Received: key.shape={tuple(key_shape)}, value.shape={tuple(value_shape)}"
+                )
+
+    @staticmethod
+    def _check_mask(name, mask, expected):
+        """Check a boolean mask's static shape against `expected` (None = unknown)."""
+        shape = tuple(mask.shape)
+        if len(shape) != len(expected) or any(
+            a is not None and b is not None and a != b for a, b in zip(shape, expected)
+        ):
+            raise ValueError(
+                f"`{name}` must have shape {tuple(expected)}. Received: shape={shape}"
+            )
+
+    # ------------------------------------------------------------------ masks
+    def _merge_masks(self, query, key, query_mask, value_mask, key_mask, attention_mask,
+                     key_length=None):
+        """AND of the masks as one boolean `(B, T, S)` tensor, or None."""
+        b, t = query.shape[0], query.shape[1]
+        s = key.shape[1] if key_length is None else key_length
+        parts = []
+        if query_mask is not None:
+            query_mask = ops.convert_to_tensor(query_mask)
+            self._check_mask("query_mask", query_mask, (b, t))
+            parts.append(ops.cast(query_mask, "bool")[:, :, None])  # (B, T, 1)
+        for name, m in (("value_mask", value_mask), ("key_mask", key_mask)):
+            if m is not None:
+                m = ops.convert_to_tensor(m)
+                self._check_mask(name, m, (b, s))
+                parts.append(ops.cast(m, "bool")[:, None, :])  # (B, 1, S)
+        if attention_mask is not None:
+            attention_mask = ops.convert_to_tensor(attention_mask)
+            self._check_mask("attention_mask", attention_mask, (b, t, s))
+            parts.append(ops.cast(attention_mask, "bool"))  # (B, T, S)
+        return masks_lib.merge_masks(*parts)
+
+    @staticmethod
+    def _valid_rows(mask, use_causal_mask, query_length, key_length, query_start):
+        """`(B|1, T)` True for query rows that attend at least one key, or None."""
+        rows = None
+        if mask is not None:
+            if use_causal_mask:
+                mask = ops.logical_and(
+                    mask,
+                    masks_lib.causal_mask(query_length, key_length, query_start)[None],
+                )
+            rows = ops.any(mask, axis=-1)  # (B, T)
+        elif use_causal_mask:
+            # Bottom-right causal rows are empty only before position 0: O(T), no (T, S).
+            start = key_length - query_length if query_start is None else query_start
+            positions = ops.arange(query_length, dtype="int32") + ops.cast(start, "int32")
+            rows = ops.greater_equal(positions, 0)[None]  # (1, T)
+        return rows
+
+    # ------------------------------------------------------------------ call
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        training=None,
+    ):
+        return self._attention_call(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask,
+            use_causal_mask, return_attention_scores, training,
+        )
+
+    def _attention_call(self, query, value, key, query_mask, value_mask, key_mask,
+                        attention_mask, use_causal_mask, return_attention_scores,
+                        training, key_length=None, query_start=None, **extra):
+        """Shared body of `call`; `extra` goes to `_compute_attention` (e.g. a cache)."""
+        key = value if key is None else key
+        for x in (query, value, key):
+            _clear_keras_mask(x)  # masks arrive as arguments; sublayers must not see them
+        self._check_input_shapes(query.shape, value.shape, key.shape)
+        if return_attention_scores and not self.supports_attention_scores:
+            raise ValueError(
+                f"{type(self).__name__} does not form a full attention weight matrix, "
+                "so it cannot return attention scores. Received: "
+                "return_attention_scores=True"
+            )
+        mask = self._merge_masks(query, key, query_mask, value_mask, key_mask,
+                                 attention_mask, key_length)
+        result = self._compute_attention(
+            query, key, value, mask=mask, use_causal_mask=bool(use_causal_mask),
+            training=training, return_attention_scores=return_attention_scores, **extra,
+        )
+        output, scores, *rest = result
+        s = ops.shape(key)[1] if key_length is None else key_length
+        rows = self._valid_rows(mask, use_causal_mask, ops.shape(query)[1], s, query_start)
+        if rows is not None:
+            output = output * ops.cast(rows[:, :, None], output.dtype)  # zeros, not bias
+        if return_attention_scores:
+            return (output, scores, *rest)
+        return (output, *rest) if rest else output
+
+    def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
+                           return_attention_scores, **extra):
+        """Return `(output (B, T, F_out), scores (B, N, T, S) or None, *extra_outputs)`.
+
+        `mask` is the merged boolean `(B, T, S)` mask or None; the causal mask is
+        not included in it (apply it when `use_causal_mask` is True).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement _compute_attention")
