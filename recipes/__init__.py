@@ -1,0 +1,1 @@
+"""Training recipes: one command each, `python -m recipes.<name>`."""

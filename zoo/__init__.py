@@ -1,0 +1,1 @@
+"""Ready models built from keras_attention layers."""
