@@ -23,6 +23,11 @@ def _clear_keras_mask(x):
             pass
 
 
+def _static_le(a, b):
+    """True when both sizes are static Python ints and a <= b."""
+    return isinstance(a, int) and isinstance(b, int) and a <= b
+
+
 class BaseAttention(keras.layers.Layer):
     """Shared call convention of the attention layers (not used directly).
 
@@ -95,7 +100,10 @@ class BaseAttention(keras.layers.Layer):
             rows = ops.any(mask, axis=-1)  # (B, T)
         elif use_causal_mask:
             # Bottom-right causal rows are empty only before position 0: O(T), no (T, S).
-            start = key_length - query_length if query_start is None else query_start
+            # With a cache (query_start given) or T <= S no row is empty.
+            if query_start is not None or _static_le(query_length, key_length):
+                return None
+            start = key_length - query_length
             positions = ops.arange(query_length, dtype="int32") + ops.cast(start, "int32")
             rows = ops.greater_equal(positions, 0)[None]  # (1, T)
         return rows

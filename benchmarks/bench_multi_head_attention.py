@@ -1,0 +1,86 @@
+"""Our MultiHeadAttention against keras.layers.MultiHeadAttention, same weights.
+
+Times forward and forward+backward (gradients of the input and every weight) with
+and without XLA at N = 256, 1024, 4096, batch 1 and 4, 4 heads of 64, float32, and
+writes medians and ratios (ours / Keras; below 1 means faster) to BENCHMARKS.md.
+TensorFlow backend.
+
+    python -m benchmarks.bench_multi_head_attention [--repeats=5] [--lengths=256,1024,4096]
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.common import machine_line, markdown_table, time_alternating, write_section  # noqa: E402
+from keras_attention.layers import MultiHeadAttention  # noqa: E402
+
+HEADS, HEAD_DIM = 4, 64
+
+
+def make_step(layer, x, backward, xla):
+    if backward:
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, x, use_causal_mask=True)
+                loss = tf.reduce_sum(y * y)
+            return tape.gradient(loss, [x] + layer.trainable_variables)
+    else:
+        def step(x):
+            return layer(x, x, use_causal_mask=True)
+    fn = tf.function(step, jit_compile=xla)
+    return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(x))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lengths", default="256,1024,4096")
+    parser.add_argument("--batches", default="1,4")
+    args = parser.parse_args(argv)
+    features = HEADS * HEAD_DIM
+    rows = []
+    for n in [int(v) for v in args.lengths.split(",")]:
+        for b in [int(v) for v in args.batches.split(",")]:
+            x = tf.constant(np.random.default_rng(0).normal(size=(b, n, features)), tf.float32)
+            ours = MultiHeadAttention(HEADS, HEAD_DIM, implementation="full")
+            ref = keras.layers.MultiHeadAttention(HEADS, HEAD_DIM)
+            ours(x, x)
+            ref(x, x)
+            ours.set_weights(ref.get_weights())
+            for xla in (False, True):
+                for backward in (False, True):
+                    med = time_alternating(
+                        {"ours": make_step(ours, x, backward, xla),
+                         "keras": make_step(ref, x, backward, xla)},
+                        repeats=args.repeats,
+                    )
+                    ratio = med["ours"] / med["keras"]
+                    rows.append([n, b, "yes" if xla else "no",
+                                 "fwd+bwd" if backward else "fwd",
+                                 f"{med['ours'] * 1e3:.1f}", f"{med['keras'] * 1e3:.1f}",
+                                 f"{ratio:.3f}"])
+                    print(rows[-1], flush=True)
+    body = "\n".join([
+        "## MultiHeadAttention vs keras.layers.MultiHeadAttention",
+        "",
+        "Causal self-attention, 4 heads of 64, float32, same weights; median of "
+        f"{args.repeats} alternating runs after a warm-up. Ratio = ours / Keras "
+        "(goal: <= 1.05).",
+        f"Machine: {machine_line()}.",
+        "Command: `python -m benchmarks.bench_multi_head_attention`",
+        "",
+        markdown_table(["N", "batch", "XLA", "pass", "ours ms", "Keras ms", "ratio"], rows),
+    ])
+    write_section("multi_head_attention", body)
+
+
+if __name__ == "__main__":
+    main()
