@@ -86,3 +86,9 @@ def merge_masks(*masks):
         mask = ops.cast(mask, "bool")
         result = mask if result is None else ops.logical_and(result, mask)
     return result
+
+
+# --- patterns of the local and global layers ---
+
+
+# --- patterns of the sparse layers ---
