@@ -136,7 +136,8 @@ def scaled_dot_product_attention(
     t_dyn, s_dyn = ops.shape(query)[1], ops.shape(key)[1]
     use_dropout = dropout_rate > 0.0 and bool(training)
 
-    if not return_weights and not use_dropout:
+    # keras.ops.dot_product_attention needs equal key and value head dims (JAX).
+    if not return_weights and not use_dropout and value.shape[-1] == h:
         return _fast_attention(query, key, value, mask, bias, causal, scale, n // k,
                                t_dyn, s_dyn, target)
     mask = prepare_mask(mask, causal, t_dyn, s_dyn, target)

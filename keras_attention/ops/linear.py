@@ -1,0 +1,253 @@
+"""Linear (kernelised) attention: elu + 1, ReLU and Performer FAVOR+ feature maps.
+
+Shape legend: B batch, T query length, S key length, N query heads, K key/value
+heads (N % K == 0, G = N // K), H key head dim, V value head dim, M feature dim
+(H for "elu"/"relu", the number of random features for "favor+"), C chunk size,
+R number of chunks.
+"""
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+from keras_attention.ops.attention import check_qkv
+from keras_attention.ops.sliding_window import key_padding_mask
+from keras_attention.utils.validation import check_choice, check_positive_int
+
+FEATURE_MAPS = ("elu", "relu", "favor+")
+
+
+def favor_random_features(head_dim, num_random_features, seed=None):
+    """Random projection `(H, M)` for Performer's FAVOR+ (Choromanski et al. 2021).
+
+    The `M` projection vectors are block-orthogonal: each block of `H` vectors is
+    the orthonormal Q factor of a Gaussian matrix, so vectors within a block are
+    exactly orthogonal, and each vector is rescaled to the norm of an independent
+    `H`-dimensional Gaussian vector (chi-distributed), so that marginally every
+    column is a standard Gaussian vector, as unbiased positive random features need.
+
+    Args:
+        head_dim: H, the query/key head size.
+        num_random_features: M, the number of random features.
+        seed: int, `keras.random.SeedGenerator` or None.
+
+    Returns:
+        A float32 `(H, M)` tensor; pass it as `random_features=` to
+        `linear_attention` (a layer keeps it as a non-trainable weight).
+
+    Example:
+
+    >>> w = favor_random_features(64, 256, seed=0)
+    >>> w.shape
+    (64, 256)
+    """
+    head_dim = check_positive_int("head_dim", head_dim)
+    num_random_features = check_positive_int("num_random_features", num_random_features)
+    if seed is not None and not isinstance(seed, (numbers.Integral, keras.random.SeedGenerator)):
+        raise TypeError(
+            "`seed` must be an int, a keras.random.SeedGenerator or None. "
+            f"Received: seed={seed!r}"
+        )
+    num_blocks = -(-num_random_features // head_dim)
+    gaussian = keras.random.normal((num_blocks, head_dim, head_dim), dtype="float32",
+                                  seed=seed)
+    q, _ = ops.qr(gaussian)  # (blocks, H, H), orthonormal columns
+    rows = ops.reshape(ops.transpose(q, (0, 2, 1)), (num_blocks * head_dim, head_dim))
+    rows = rows[:num_random_features]  # (M, H), orthonormal within each block
+    norm_seed = seed + 1 if isinstance(seed, numbers.Integral) else seed
+    norms = ops.norm(keras.random.normal((num_random_features, head_dim), dtype="float32",
+                                         seed=norm_seed), axis=-1)  # (M,), chi_H
+    return ops.transpose(rows * norms[:, None])  # (H, M)
+
+
+def linear_attention(
+    query,
+    key,
+    value,
+    *,
+    feature_map="elu",
+    causal=False,
+    mask=None,
+    num_random_features=None,
+    seed=None,
+    random_features=None,
+    chunk_size=64,
+    eps=1e-6,
+):
+    """Linear attention `phi(q) (sum_j phi(k_j) v_j^T) / (phi(q) . sum_j phi(k_j))`.
+
+    Katharopoulos et al. 2020, "Transformers are RNNs": replacing `exp(q . k)` by a
+    kernel `phi(q) . phi(k)` lets the key/value sums be formed once, so cost is
+    linear in length. Feature maps: `"elu"` is `elu(x) + 1`, `"relu"` is `relu(x)`,
+    and `"favor+"` is Performer's positive orthogonal random features
+    (Choromanski et al. 2021), `exp(w^T x - |x|^2 / 2) / sqrt(M)` with `q` and `k`
+    scaled by `H^-1/4`, so that `phi(q) . phi(k)` estimates `exp(q . k / sqrt(H))`,
+    i.e. the result approximates softmax attention. With `causal=True` the sums are
+    prefix sums, computed in chunks: a masked `(C, C)` product inside each chunk
+    plus the running key/value state of the earlier chunks; nothing is `(T, S)`.
+
+    Args:
+        query: `(B, T, N, H)`.
+        key: `(B, S, K, H)` with `N % K == 0`.
+        value: `(B, S, K, V)`.
+        feature_map: `"elu"`, `"relu"` or `"favor+"`.
+        causal: if True, query i attends keys `j <= i + (S - T)` (bottom-right).
+        mask: optional key padding mask `(B, S)` or broadcastable to
+            `(B, 1, 1, S)`, True on real keys; padded keys have no influence.
+        num_random_features: M for `"favor+"` when `random_features` is not given;
+            default `round(H * ln(H))` (at least H).
+        seed: seed for drawing the FAVOR+ projection when `random_features` is not
+            given (then each call draws a new one unless the seed is an int).
+        random_features: a fixed `(H, M)` FAVOR+ projection, e.g. from
+            `favor_random_features`.
+        chunk_size: chunk length C of the causal prefix sums.
+        eps: added to the denominator.
+
+    Returns:
+        `(B, T, N, V)` in the query's dtype; computed in float32. A query with no
+        allowed key gives zeros.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 1024, 4, 32))
+    >>> linear_attention(x, x, x, feature_map="elu", causal=True).shape
+    (2, 1024, 4, 32)
+    """
+    query = ops.convert_to_tensor(query)
+    key = ops.convert_to_tensor(key)
+    value = ops.convert_to_tensor(value)
+    b, t, s, n, k, h, v_dim = check_qkv(query, key, value)
+    check_choice("feature_map", feature_map, FEATURE_MAPS)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or eps < 0:
+        raise ValueError(f"`eps` must be a non-negative float. Received: eps={eps!r}")
+    if feature_map == "favor+":
+        random_features = _favor_projection(h, num_random_features, seed, random_features)
+    elif random_features is not None or num_random_features is not None:
+        raise ValueError(
+            "`random_features` and `num_random_features` only apply to "
+            f"feature_map='favor+'. Received: feature_map={feature_map!r}"
+        )
+    key_mask = None if mask is None else key_padding_mask(mask, b, s, ops.shape(key)[1])
+
+    g = n // k
+    b_dyn, t_dyn = ops.shape(query)[0], ops.shape(query)[1]
+    q = ops.reshape(ops.cast(query, "float32"), (b_dyn, t_dyn, k, g, h))  # (B, T, K, G, H)
+    phi_q = _features(q, feature_map, random_features, is_query=True)  # (B, T, K, G, M)
+    phi_k = _features(ops.cast(key, "float32"), feature_map, random_features,
+                      is_query=False, key_mask=key_mask)  # (B, S, K, M)
+    if key_mask is not None:
+        phi_k = phi_k * ops.cast(key_mask, "float32")[:, :, None, None]
+    v = ops.cast(value, "float32")  # (B, S, K, V)
+
+    if causal:
+        num, den = _causal_sums(phi_q, phi_k, v, chunk_size, t, s)
+    else:
+        kv = ops.einsum("bskm,bskv->bkmv", phi_k, v)  # (B, K, M, V)
+        z = ops.sum(phi_k, axis=1)  # (B, K, M)
+        num = ops.einsum("btkgm,bkmv->btkgv", phi_q, kv)  # (B, T, K, G, V)
+        den = ops.einsum("btkgm,bkm->btkg", phi_q, z)  # (B, T, K, G)
+    den = den[..., None] + eps
+    out = num / ops.where(den > 0.0, den, 1.0)  # (B, T, K, G, V); zeros if no key
+    return ops.cast(ops.reshape(out, (b_dyn, t_dyn, n, v_dim)), query.dtype)
+
+
+def _favor_projection(head_dim, num_random_features, seed, random_features):
+    if random_features is None:
+        if num_random_features is None:
+            num_random_features = max(head_dim, int(round(head_dim * math.log(head_dim))))
+        return favor_random_features(head_dim, num_random_features, seed)
+    random_features = ops.cast(ops.convert_to_tensor(random_features), "float32")
+    shape = tuple(random_features.shape)
+    if len(shape) != 2 or shape[0] != head_dim:
+        raise ValueError(
+            f"`random_features` must have shape (head_dim, num_random_features) with "
+            f"head_dim={head_dim}. Received: shape={shape}"
+        )
+    if num_random_features is not None and shape[1] != num_random_features:
+        raise ValueError(
+            "`random_features` has a different number of features than "
+            f"`num_random_features`. Received: shape={shape}, "
+            f"num_random_features={num_random_features}"
+        )
+    return random_features
+
+
+def _features(x, feature_map, projection, is_query, key_mask=None):
+    """Non-negative features phi(x) `(..., M)` of float32 `x (..., H)`."""
+    if feature_map == "elu":
+        return ops.elu(x) + 1.0
+    if feature_map == "relu":
+        return ops.relu(x)
+    h, m = projection.shape
+    x = x * (float(h) ** -0.25)
+    wx = ops.einsum("...h,hm->...m", x, projection)  # (..., M)
+    sq = 0.5 * ops.sum(x * x, axis=-1, keepdims=True)  # (..., 1)
+    if is_query:
+        # A per-query constant cancels between numerator and denominator.
+        shift = ops.max(wx, axis=-1, keepdims=True)
+    else:
+        # Keys need one constant for all of them: the max over (S, M) per (B, K).
+        if key_mask is None:
+            shift = ops.max(wx, axis=(1, 3), keepdims=True)  # (B, 1, K, 1)
+        else:
+            real = key_mask[:, :, None, None]  # (B|1, S, 1, 1)
+            shift = ops.max(ops.where(real, wx, -1e30), axis=(1, 3), keepdims=True)
+            shift = ops.where(shift > -1e29, shift, 0.0)  # every key masked
+            # Masked keys are zeroed later; keep their exponent finite meanwhile.
+            wx = ops.where(real, wx, ops.stop_gradient(shift))
+    shift = ops.stop_gradient(shift)
+    return ops.exp(wx - sq - shift) / math.sqrt(m)
+
+
+def _causal_sums(phi_q, phi_k, v, chunk, t, s):
+    """Causal numerator `(B, T, K, G, V)` and denominator `(B, T, K, G)` by chunks."""
+    b = ops.shape(phi_q)[0]
+    t_dyn, s_dyn = ops.shape(phi_q)[1], ops.shape(phi_k)[1]
+    kv_heads, g = phi_q.shape[2], phi_q.shape[3]
+    v_dim = v.shape[-1]
+    offset = s_dyn - t_dyn  # query i sees keys j <= i + offset
+    # Keys before the first query's position form an initial state; queries before
+    # the first key see nothing. The rest is aligned: query i <-> key i + offset.
+    static = isinstance(offset, int)
+    prefix = max(offset, 0) if static else ops.maximum(offset, 0)
+    skip = max(-offset, 0) if static else ops.maximum(-offset, 0)
+    state0 = ops.einsum("bskm,bskv->bkmv", phi_k[:, :prefix], v[:, :prefix])  # (B, K, M, V)
+    z0 = ops.sum(phi_k[:, :prefix], axis=1)  # (B, K, M)
+    phi_q, phi_k, v = phi_q[:, skip:], phi_k[:, prefix:], v[:, prefix:]
+    length = t_dyn - skip  # aligned length, == s_dyn - prefix
+    if t is not None and s is not None:
+        chunk = max(1, min(chunk, min(t, s)))
+    num_chunks = (length + chunk - 1) // chunk  # R
+    pad = num_chunks * chunk - length
+
+    def chunks(x):
+        widths = [[0, 0]] * len(x.shape)
+        widths[1] = [0, pad]
+        x = ops.pad(x, widths)
+        return ops.reshape(x, (b, num_chunks, chunk) + tuple(x.shape[2:]))
+
+    qc = chunks(phi_q)  # (B, R, C, K, G, M)
+    kc = chunks(phi_k)  # (B, R, C, K, M)
+    vc = chunks(v)  # (B, R, C, K, V)
+    # Inside each chunk: a masked (C, C) product.
+    scores = ops.einsum("brqkgm,brskm->brkgqs", qc, kc)  # (B, R, K, G, C, C)
+    tri = ops.tril(ops.ones((chunk, chunk), dtype="float32"))
+    scores = scores * tri
+    num = ops.einsum("brkgqs,brskv->brqkgv", scores, vc)  # (B, R, C, K, G, V)
+    den = ops.transpose(ops.sum(scores, axis=-1), (0, 1, 4, 2, 3))  # (B, R, C, K, G)
+    # Across chunks: the state of all earlier chunks (exclusive prefix sum).
+    chunk_kv = ops.einsum("brskm,brskv->brkmv", kc, vc)  # (B, R, K, M, V)
+    chunk_z = ops.sum(kc, axis=2)  # (B, R, K, M)
+    prev_kv = ops.cumsum(chunk_kv, axis=1) - chunk_kv + state0[:, None]
+    prev_z = ops.cumsum(chunk_z, axis=1) - chunk_z + z0[:, None]
+    num = num + ops.einsum("brqkgm,brkmv->brqkgv", qc, prev_kv)
+    den = den + ops.einsum("brqkgm,brkm->brqkg", qc, prev_z)
+    num = ops.reshape(num, (b, num_chunks * chunk, kv_heads, g, v_dim))[:, :length]
+    den = ops.reshape(den, (b, num_chunks * chunk, kv_heads, g))[:, :length]
+    # Queries that precede every key: zeros.
+    num = ops.pad(num, [[0, 0], [skip, 0], [0, 0], [0, 0], [0, 0]])
+    den = ops.pad(den, [[0, 0], [skip, 0], [0, 0], [0, 0]])
+    return num, den
