@@ -319,7 +319,7 @@ class MultiHeadAttention(BaseAttention):
                 )
             return True
         t, s = query.shape[1], key.shape[1]
-        return (not return_weights and not rate and t is not None and s is not None
+        return (not return_weights and not rate and isinstance(t, int) and isinstance(s, int)
                 and t * s > AUTO_CHUNK_THRESHOLD)
 
     @staticmethod
