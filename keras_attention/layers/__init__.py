@@ -9,6 +9,8 @@ from keras_attention.layers.attention.luong_attention import LuongAttention
 from keras_attention.layers.attention.monotonic_attention import MonotonicAttention
 
 # --- attention (efficient and structured) ---
+from keras_attention.layers.attention.block_sparse_attention import BlockSparseAttention
+from keras_attention.layers.attention.sparse_attention import SparseAttention
 from keras_attention.layers.attention.attention_pooling import AttentionPooling
 from keras_attention.layers.attention.cross_modal_attention import CrossModalAttention
 from keras_attention.layers.attention.hierarchical_attention import HierarchicalAttention
