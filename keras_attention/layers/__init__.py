@@ -9,16 +9,19 @@ from keras_attention.layers.attention.luong_attention import LuongAttention
 from keras_attention.layers.attention.monotonic_attention import MonotonicAttention
 
 # --- attention (efficient and structured) ---
+from keras_attention.layers.attention.global_local_attention import GlobalLocalAttention
+from keras_attention.layers.attention.linear_attention import LinearAttention
+from keras_attention.layers.attention.local_attention import LocalAttention
 from keras_attention.layers.attention.block_sparse_attention import BlockSparseAttention
 from keras_attention.layers.attention.sparse_attention import SparseAttention
-from keras_attention.layers.attention.attention_pooling import AttentionPooling
-from keras_attention.layers.attention.cross_modal_attention import CrossModalAttention
-from keras_attention.layers.attention.hierarchical_attention import HierarchicalAttention
-from keras_attention.layers.attention.talking_heads_attention import TalkingHeadsAttention
 from keras_attention.layers.attention.adaptive_span_attention import AdaptiveSpanAttention
 from keras_attention.layers.attention.low_rank_attention import LowRankAttention
 from keras_attention.layers.attention.lsh_attention import LSHAttention
 from keras_attention.layers.attention.nystrom_attention import NystromAttention
+from keras_attention.layers.attention.attention_pooling import AttentionPooling
+from keras_attention.layers.attention.cross_modal_attention import CrossModalAttention
+from keras_attention.layers.attention.hierarchical_attention import HierarchicalAttention
+from keras_attention.layers.attention.talking_heads_attention import TalkingHeadsAttention
 
 # --- position encodings ---
 from keras_attention.layers.encodings.alibi import ALiBi

@@ -53,7 +53,9 @@ def favor_random_features(head_dim, num_random_features, seed=None):
     num_blocks = -(-num_random_features // head_dim)
     gaussian = keras.random.normal((num_blocks, head_dim, head_dim), dtype="float32",
                                   seed=seed)
-    q, _ = ops.qr(gaussian)  # (blocks, H, H), orthonormal columns
+    q, r = ops.qr(gaussian)  # (blocks, H, H), orthonormal columns
+    # Fix the QR sign ambiguity (sign of R's diagonal) so q is Haar-distributed.
+    q = q * ops.sign(ops.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
     rows = ops.reshape(ops.transpose(q, (0, 2, 1)), (num_blocks * head_dim, head_dim))
     rows = rows[:num_random_features]  # (M, H), orthonormal within each block
     norm_seed = seed + 1 if isinstance(seed, numbers.Integral) else seed
@@ -74,7 +76,7 @@ def linear_attention(
     seed=None,
     random_features=None,
     chunk_size=64,
-    eps=1e-6,
+    eps=0.0,
 ):
     """Linear attention `phi(q) (sum_j phi(k_j) v_j^T) / (phi(q) . sum_j phi(k_j))`.
 
@@ -103,7 +105,11 @@ def linear_attention(
         random_features: a fixed `(H, M)` FAVOR+ projection, e.g. from
             `favor_random_features`.
         chunk_size: chunk length C of the causal prefix sums.
-        eps: added to the denominator.
+        eps: added to the denominator. The default 0 keeps the result invariant
+            to the shared shift that stabilises the FAVOR+ key features (a max over
+            the keys), so with `causal=True` later keys cannot change earlier
+            outputs except through float32 underflow (key features more than
+            about e^80 apart); zero denominators give zero outputs.
 
     Returns:
         `(B, T, N, V)` in the query's dtype; computed in float32. A query with no
@@ -218,7 +224,7 @@ def _causal_sums(phi_q, phi_k, v, chunk, t, s):
     z0 = ops.sum(phi_k[:, :prefix], axis=1)  # (B, K, M)
     phi_q, phi_k, v = phi_q[:, skip:], phi_k[:, prefix:], v[:, prefix:]
     length = t_dyn - skip  # aligned length, == s_dyn - prefix
-    if t is not None and s is not None:
+    if isinstance(t, int) and isinstance(s, int):
         chunk = max(1, min(chunk, min(t, s)))
     num_chunks = (length + chunk - 1) // chunk  # R
     pad = num_chunks * chunk - length

@@ -72,7 +72,7 @@ def sliding_window_attention(
     key_mask = None if mask is None else key_padding_mask(mask, b, s, s_dyn)
     if block_size is None:
         block_size = max(window_size, _MIN_DEFAULT_BLOCK)
-    if t is not None:
+    if isinstance(t, int):
         block_size = max(1, min(block_size, t))
     c, w, g = block_size, window_size, n // k
     num_blocks = (t_dyn + c - 1) // c  # R

@@ -26,7 +26,7 @@ def _inputs(t, s, n=4, k=2, h=8, v=5, seed=0):
     return q, key, value, rng
 
 
-def _numpy_linear(q, k, v, feature_map, causal, key_mask=None, eps=1e-6):
+def _numpy_linear(q, k, v, feature_map, causal, key_mask=None, eps=0.0):
     """The formula written out with an explicit (T, S) kernel matrix, in float64."""
     q, k, v = (x.astype("float64") for x in (q, k, v))
     g = q.shape[2] // k.shape[2]
@@ -43,7 +43,7 @@ def _numpy_linear(q, k, v, feature_map, causal, key_mask=None, eps=1e-6):
         a = a * key_mask[:, None, None, :]
     num = np.einsum("bnts,bsnv->btnv", a, v)
     den = a.sum(-1).transpose(0, 2, 1)[..., None] + eps
-    return num / den
+    return num / np.where(den > 0, den, 1.0)
 
 
 CASES = {

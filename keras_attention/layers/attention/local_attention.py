@@ -1,0 +1,500 @@
+"""Local (sliding-window) attention, and the block-wise band computation it shares
+with `GlobalLocalAttention`.
+
+Shape legend: B batch, T query length, S key length, F features, N query heads,
+K key/value heads (G = N // K query heads per key/value head), H key head dim,
+V value head dim, O output features, W window size, C block size, R number of
+query blocks (T padded to R * C), L keys per block (C + 2W, or C + W when causal),
+J extra (global) keys per query.
+"""
+
+import collections
+import math
+
+import keras
+from keras import ops
+
+from keras_attention import masks as masks_lib
+from keras_attention.layers.attention.low_rank_attention import (
+    UNUSED_ARGUMENTS,
+    reject_arguments,
+)
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
+from keras_attention.layers.encodings.attention_position_encoding import (
+    AttentionPositionEncoding,
+)
+from keras_attention.ops.attention import MASK_VALUE, scaled_dot_product_attention
+from keras_attention.ops.sliding_window import sliding_window_attention
+from keras_attention.utils.validation import check_positive_int
+
+# Default smallest block of the block-wise path (as in the sliding-window op).
+_MIN_DEFAULT_BLOCK = 16
+
+#: The masks of one call kept apart: `query (B, T)`, `key (B, S)` (value_mask AND
+#: key_mask) and the user's `full (B, T, S)` attention mask; each boolean or None.
+PaddingMasks = collections.namedtuple("PaddingMasks", ["query", "key", "full"])
+
+#: Extra keys attended by every query of the band computation: `positions (B|1, J)`
+#: int32 key positions, `valid (B|1, J)` for the slots in use and `is_global
+#: (B|1, S)`, True on those keys (they are left out of the band, not counted twice).
+GlobalKeys = collections.namedtuple("GlobalKeys", ["positions", "valid", "is_global"])
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class LocalAttention(MultiHeadAttention):
+    """Local (sliding-window) multi-head attention, the local attention of
+    Longformer (Beltagy et al. 2020, "Longformer: The Long-Document Transformer")
+    and of Mistral's sliding window.
+
+    Query i attends the keys j with `|i - j| <= window_size`, or with
+    `0 <= i - j <= window_size` when causal (`causal=True` in the constructor or
+    `use_causal_mask=True` at call time; either gives the causal band). When the
+    query and key lengths differ, query i sits at key position `i + (S - T)`, as
+    in `causal_mask`. The result is exactly `MultiHeadAttention` with the mask
+    `masks.local_attention_mask` (`masks.sliding_window_mask` for T != S), but it
+    is computed with `keras_attention.ops.sliding_window_attention`: time and
+    memory grow as `T * (block_size + 2 * window_size)` and no `(T, S)` tensor
+    is formed.
+
+    Masks: `query_mask` and `value_mask`/`key_mask` (and Keras implicit masks)
+    are kept as `(B, T)` / `(B, S)` vectors: padded keys are left out of every
+    window and padded query rows are zeros. A full `attention_mask (B, T, S)` is
+    applied block by block: each block of queries gathers its
+    `(block_size, block_size + 2 * window_size)` slice of the mask, so nothing
+    larger than the mask the caller already holds is formed. Rows with no
+    allowed key are zeros.
+
+    Dropout on the attention weights (`dropout > 0`, training only) uses the same
+    block-wise computation with the weights formed per block.
+
+    Attention scores: `return_attention_scores=True` returns the dense
+    `(B, N, T, S)` weights (zeros outside the band), computed on demand by dense
+    attention with the band mask. That costs O(T * S) memory and is meant for
+    inspection and plots; the output is the same.
+
+    Position encodings: only rotary embeddings (`"rotary"`): the band computation
+    takes no logits bias, so ALiBi, T5 and Shaw encodings raise a `ValueError`.
+    A key/value cache is not supported.
+
+    Args:
+        num_heads: number of query heads N.
+        key_dim: size of each query/key head H.
+        window_size: non-negative int W, the largest allowed distance `|i - j|`.
+        causal: if True, query i attends only keys `i - W .. i`.
+        block_size: queries per block; defaults to `max(window_size, 16)`
+            (at most T).
+        value_dim: size of each value head V; defaults to `key_dim`.
+        num_key_value_heads: number of key/value heads K (divides `num_heads`).
+        dropout: dropout rate on the attention weights.
+        use_bias: whether the dense projections have biases.
+        output_dim: output features; defaults to the query's features.
+        position_encoding: `None` or a rotary encoding (instance, config or
+            `"rotary"`).
+        kernel_initializer, bias_initializer: dense projection initializers.
+        seed: seed of the attention dropout.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        query: `(B, T, F)`.
+        value: `(B, S, F_v)`.
+        key: `(B, S, F_k)`, defaults to `value`.
+        query_mask, value_mask, key_mask: boolean `(B, T)` / `(B, S)` padding masks;
+            filled from Keras implicit masks when not given.
+        attention_mask: boolean `(B, T, S)`, applied block-wise on top of the band.
+        use_causal_mask: use the causal band (same as `causal=True`).
+        return_attention_scores: also return the dense `(B, N, T, S)` weights
+            (O(T * S), for inspection).
+        training: enables dropout.
+
+    Returns:
+        `output (B, T, O)`, or `(output, scores)` with `return_attention_scores`.
+        Padded query rows and rows with no allowed key are zeros.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 1024, 64))
+    >>> layer = LocalAttention(num_heads=4, key_dim=16, window_size=32, causal=True)
+    >>> layer(x, x).shape
+    (2, 1024, 64)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        window_size,
+        causal=False,
+        block_size=None,
+        value_dim=None,
+        num_key_value_heads=None,
+        dropout=0.0,
+        use_bias=True,
+        output_dim=None,
+        position_encoding=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        seed=None,
+        **kwargs,
+    ):
+        reject_arguments(type(self).__name__, kwargs, UNUSED_ARGUMENTS)
+        super().__init__(
+            num_heads,
+            key_dim,
+            value_dim=value_dim,
+            num_key_value_heads=num_key_value_heads,
+            dropout=dropout,
+            use_bias=use_bias,
+            output_dim=output_dim,
+            position_encoding=position_encoding,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            seed=seed,
+            **kwargs,
+        )
+        self.window_size = check_positive_int("window_size", window_size, allow_zero=True)
+        self.causal = check_bool("causal", causal)
+        self.block_size = check_positive_int("block_size", block_size, allow_none=True)
+        check_rotary_only(type(self).__name__, self.position_encoding, position_encoding)
+
+    # ------------------------------------------------------------------ masks
+    def _merge_masks(self, query, key, query_mask, value_mask, key_mask, attention_mask,
+                     key_length=None):
+        # Kept apart as vectors: merging them would build a (B, T, S) tensor.
+        return split_masks(self, query, key, query_mask, value_mask, key_mask,
+                           attention_mask, key_length)
+
+    @staticmethod
+    def _valid_rows(mask, use_causal_mask, query_length, key_length, query_start):
+        return None  # rows are zeroed in `_compute_attention`, from the vectors
+
+    # ------------------------------------------------------------------ attention
+    def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
+                           return_attention_scores, cache=None, cache_index=None):
+        reject_cache(type(self).__name__, cache)
+        q, k, v = project_heads(self, query, key, value)  # (B, T, N, H), (B, S, K, H|V)
+        causal = self.causal or use_causal_mask
+        output, scores, rows = self._local_attention(
+            q, k, v, mask, causal, training, return_attention_scores
+        )  # (B, T, N, V), (B, N, T, S) or None, (B|1, T) or None
+        output = zero_rows(self._output_dense(output), rows)  # (B, T, O)
+        return output, scores
+
+    def _attend(self, query, key, value, mask, bias, causal, training, return_weights):
+        """Band attention on per-head tensors; `mask` is a `PaddingMasks` or None.
+
+        Returns `(output (B, T, N, V), weights (B, N, T, S) or None)`; rows with no
+        allowed key are zeros.
+        """
+        if bias is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes no logits bias. Received: bias with "
+                f"shape={tuple(bias.shape)}"
+            )
+        mask = PaddingMasks(None, None, None) if mask is None else mask
+        output, weights, _ = self._local_attention(
+            query, key, value, mask, causal or self.causal, training, return_weights
+        )
+        return output, weights
+
+    def _local_attention(self, q, k, v, masks, causal, training, return_weights):
+        """Output `(B, T, N, V)`, dense weights or None, and rows `(B|1, T)` or None."""
+        t, s = ops.shape(q)[1], ops.shape(k)[1]
+        rate = self.dropout if training else 0.0
+        if return_weights:
+            band = masks_lib.sliding_window_mask(t, self.window_size, s, causal)  # (T, S)
+            dense = dense_pattern(band[None], masks)  # (B|1, T, S)
+            output, weights = scaled_dot_product_attention(
+                q, k, v, mask=dense[:, None], dropout_rate=rate, training=bool(training),
+                seed=self.seed_generator, return_weights=True,
+            )
+            return output, weights, ops.any(dense, axis=-1)
+        if masks.full is not None or rate:
+            output, rows = blocked_band_attention(
+                q, k, v, window_size=self.window_size, causal=causal,
+                key_valid=masks.key, mask=masks.full, block_size=self.block_size,
+                dropout=rate, seed=self.seed_generator,
+            )
+        else:
+            output = sliding_window_attention(
+                q, k, v, window_size=self.window_size, causal=causal, mask=masks.key,
+                block_size=self.block_size,
+            )  # (B, T, N, V)
+            rows = None
+            if masks.key is not None or not static_le(q.shape[1], k.shape[1]):
+                rows = rows_with_keys(masks.key, t, s, self.window_size, causal)
+        return output, None, masks_lib.merge_masks(rows, masks.query)
+
+    def get_config(self):
+        config = super().get_config()
+        for name in UNUSED_ARGUMENTS:
+            config.pop(name)
+        config.update(
+            {
+                "window_size": self.window_size,
+                "causal": self.causal,
+                "block_size": self.block_size,
+            }
+        )
+        return config
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared with GlobalLocalAttention and LinearAttention.
+
+
+def check_bool(name, value):
+    """Return `value` if it is a Python bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+def check_rotary_only(layer_name, encoding, received):
+    """Raise unless `encoding` is None or only transforms queries and keys (rotary)."""
+    if encoding is None:
+        return
+    adds_bias = type(encoding).attention_bias is not AttentionPositionEncoding.attention_bias
+    if adds_bias or encoding.requires_weights:
+        raise ValueError(
+            f"{layer_name} computes attention with an op that takes no logits bias, so "
+            "it cannot use a position encoding that adds one (ALiBi, T5, Shaw); use "
+            f"'rotary'. Received: position_encoding={received!r}"
+        )
+
+
+def reject_cache(layer_name, cache):
+    if cache is not None:
+        raise ValueError(
+            f"{layer_name} does not support a key/value cache. Received: cache with "
+            f"shape={tuple(cache.shape)}"
+        )
+
+
+def split_masks(layer, query, key, query_mask, value_mask, key_mask, attention_mask,
+                key_length=None):
+    """Check the masks' shapes and return them as a `PaddingMasks` of booleans."""
+    b, t = query.shape[0], query.shape[1]
+    s = key.shape[1] if key_length is None else key_length
+    query_valid = None
+    if query_mask is not None:
+        query_mask = ops.convert_to_tensor(query_mask)
+        layer._check_mask("query_mask", query_mask, (b, t))
+        query_valid = ops.cast(query_mask, "bool")  # (B, T)
+    key_valid = None
+    for name, m in (("value_mask", value_mask), ("key_mask", key_mask)):
+        if m is not None:
+            m = ops.convert_to_tensor(m)
+            layer._check_mask(name, m, (b, s))
+            key_valid = masks_lib.merge_masks(key_valid, m)  # (B, S)
+    full = None
+    if attention_mask is not None:
+        attention_mask = ops.convert_to_tensor(attention_mask)
+        layer._check_mask("attention_mask", attention_mask, (b, t, s))
+        full = ops.cast(attention_mask, "bool")  # (B, T, S)
+    return PaddingMasks(query_valid, key_valid, full)
+
+
+def dense_pattern(pattern, masks):
+    """AND of a `(B|1, T, S)` pattern with the masks, as a dense `(B|1, T, S)` mask."""
+    query = None if masks.query is None else masks.query[:, :, None]  # (B, T, 1)
+    key = None if masks.key is None else masks.key[:, None, :]  # (B, 1, S)
+    return masks_lib.merge_masks(pattern, masks.full, query, key)
+
+
+def project_heads(layer, query, key, value):
+    """Per-head projections `(B, T, N, H)`, `(B, S, K, H)`, `(B, S, K, V)`, rotated
+    by the layer's position encoding (query i at key position `i + S - T`)."""
+    q = layer._query_dense(query)  # (B, T, N, H)
+    k = layer._key_dense(key)  # (B, S, K, H)
+    v = layer._value_dense(value)  # (B, S, K, V)
+    if layer.position_encoding is not None:
+        t, s = ops.shape(q)[1], ops.shape(k)[1]
+        q, k = layer.position_encoding.transform_query_key(q, k, s - t, 0)
+    return q, k, v
+
+
+def zero_rows(output, rows):
+    """Zero the rows `(B, T, O)` where `rows (B|1, T)` is False (None: keep all)."""
+    if rows is None:
+        return output
+    return output * ops.cast(rows[:, :, None], output.dtype)
+
+
+def static_le(a, b):
+    """True when both sizes are static Python ints and a <= b."""
+    return isinstance(a, int) and isinstance(b, int) and a <= b
+
+
+def rows_with_keys(key_valid, query_length, key_length, window_size=None, causal=False):
+    """`(B|1, T)`: True where query i has at least one valid key in its range.
+
+    Query i sits at key position `p = i + S - T`; its range is `|p - j| <= W`, or
+    `0 <= p - j <= W` when causal; `window_size=None` is unbounded. Computed from
+    a prefix count of the valid keys: O(B * (T + S)), no `(T, S)` tensor.
+    """
+    offset = ops.cast(key_length - query_length, "int32")
+    p = ops.arange(query_length, dtype="int32") + offset  # (T,)
+    last = ops.cast(key_length, "int32") - 1
+    lo = ops.zeros_like(p) if window_size is None else p - window_size
+    if causal:
+        hi = p
+    else:
+        hi = ops.full_like(p, last) if window_size is None else p + window_size
+    lo, hi = ops.maximum(lo, 0), ops.minimum(hi, last)  # (T,)
+    nonempty = (hi >= lo)[None]  # (1, T)
+    if key_valid is None:
+        return nonempty
+    counts = ops.cumsum(ops.cast(key_valid, "int32"), axis=1)  # (B, S)
+    counts = ops.pad(counts, [[0, 0], [1, 0]])  # (B, S + 1): valid keys before j
+    upper = ops.take(counts, ops.clip(hi + 1, 0, last + 1), axis=1)  # (B, T)
+    lower = ops.take(counts, ops.clip(lo, 0, last + 1), axis=1)  # (B, T)
+    return ops.logical_and(nonempty, upper > lower)
+
+
+def _is_one(size):
+    return isinstance(size, int) and size == 1
+
+
+def gather_rows(x, positions):
+    """`x[b, positions[b, j]]`: `x (B|1, L, ...)`, `positions (B|1, J)` -> `(B, J, ...)`."""
+    if _is_one(positions.shape[0]):
+        return ops.take(x, positions[0], axis=1)
+    batch = ops.shape(positions)[0]
+    tail = tuple(x.shape[2:])
+    if _is_one(x.shape[0]):
+        x = ops.broadcast_to(x, (batch, ops.shape(x)[1]) + tail)
+    index = ops.reshape(positions, (batch, ops.shape(positions)[1]) + (1,) * len(tail))
+    index = ops.broadcast_to(index, (batch, ops.shape(positions)[1]) + tail)
+    return ops.take_along_axis(x, index, axis=1)
+
+
+def blocked_band_attention(
+    query,
+    key,
+    value,
+    *,
+    window_size,
+    causal=False,
+    key_valid=None,
+    mask=None,
+    global_keys=None,
+    block_size=None,
+    dropout=0.0,
+    seed=None,
+):
+    """Band attention computed block by block, with optional full mask, extra
+    (global) keys and dropout; the same band as `ops.sliding_window_attention`.
+
+    Each block of C queries attends its L band keys plus the J keys of
+    `global_keys` in one softmax over `L + J` logits (the global keys are left out
+    of the band so none is counted twice). Memory is O(T * (L + J)) per head; a
+    full `mask (B, T, S)` is gathered per block, never expanded.
+
+    Args:
+        query: `(B, T, N, H)`; key: `(B, S, K, H)`; value: `(B, S, K, V)`.
+        window_size: W; causal: the causal band `0 <= i - j <= W`.
+        key_valid: `(B|1, S)` boolean key padding mask or None.
+        mask: `(B, T, S)` boolean mask or None.
+        global_keys: a `GlobalKeys` or None.
+        block_size: C; defaults to `max(W, 16)` capped at T.
+        dropout: dropout rate on the weights (0 for none).
+        seed: `keras.random.SeedGenerator` of the dropout.
+
+    Returns:
+        `output (B, T, N, V)` in the query's dtype (zeros on rows with no allowed
+        key) and `rows (B|1, T)`, True where a query has an allowed key.
+    """
+    b_dyn, t_dyn, s_dyn = ops.shape(query)[0], ops.shape(query)[1], ops.shape(key)[1]
+    t = query.shape[1]
+    n, k, h, v_dim = query.shape[2], key.shape[2], query.shape[3], value.shape[3]
+    g, w = n // k, window_size
+    c = block_size or max(w, _MIN_DEFAULT_BLOCK)
+    if isinstance(t, int):  # (not a JAX symbolic size)
+        c = max(1, min(c, t))
+    num_blocks = (t_dyn + c - 1) // c  # R
+    span = c + w if causal else c + 2 * w  # L
+    offset = s_dyn - t_dyn  # query i sits at key position i + offset
+
+    block_start = ops.arange(num_blocks, dtype="int32") * c + offset - w  # (R,)
+    key_pos = block_start[:, None] + ops.arange(span, dtype="int32")[None, :]  # (R, L)
+    in_range = ops.logical_and(key_pos >= 0, key_pos < s_dyn)  # (R, L)
+    gather_pos = ops.clip(key_pos, 0, s_dyn - 1)  # (R, L)
+    key_blocks = ops.take(key, gather_pos, axis=1)  # (B, R, L, K, H)
+    value_blocks = ops.take(value, gather_pos, axis=1)  # (B, R, L, K, V)
+    query_pos = ops.reshape(
+        ops.arange(num_blocks * c, dtype="int32") + offset, (num_blocks, c)
+    )  # (R, C)
+    distance = query_pos[:, :, None] - key_pos[:, None, :]  # (R, C, L)
+    if causal:
+        band = ops.logical_and(distance >= 0, distance <= w)
+    else:
+        band = ops.abs(distance) <= w
+    valid = ops.logical_and(band, in_range[:, None, :])[None]  # (1, R, C, L)
+    keep = key_valid
+    if global_keys is not None:
+        keep = masks_lib.merge_masks(keep, ops.logical_not(global_keys.is_global))
+    if keep is not None:
+        keep_blocks = ops.take(keep, gather_pos, axis=1)  # (B|1, R, L)
+        valid = ops.logical_and(valid, keep_blocks[:, :, None, :])  # (B|1, R, C, L)
+    if mask is not None:
+        mask = ops.pad(ops.cast(mask, "int8"), [[0, 0], [0, num_blocks * c - t_dyn], [0, 0]])
+        mask = ops.cast(mask, "bool")  # (B, R * C, S)
+        mask_blocks = ops.reshape(mask, (b_dyn, num_blocks, c, s_dyn))  # (B, R, C, S)
+        index = ops.broadcast_to(gather_pos[None, :, None, :], (b_dyn, num_blocks, c, span))
+        valid = ops.logical_and(valid, ops.take_along_axis(mask_blocks, index, axis=3))
+
+    scale = 1.0 / math.sqrt(h)
+    q = ops.pad(query * ops.cast(scale, query.dtype),
+                [[0, 0], [0, num_blocks * c - t_dyn], [0, 0], [0, 0]])  # (B, R*C, N, H)
+    q = ops.reshape(q, (b_dyn, num_blocks, c, k, g, h))  # (B, R, C, K, G, H)
+    logits = ops.einsum("brqkgh,brlkh->bkgrql", q, key_blocks)  # (B, K, G, R, C, L)
+    logits = ops.cast(logits, "float32")
+
+    if global_keys is not None:
+        positions = global_keys.positions  # (B|1, J)
+        key_global = gather_rows(key, positions)  # (B, J, K, H)
+        value_global = gather_rows(value, positions)  # (B, J, K, V)
+        global_valid = global_keys.valid  # (B|1, J)
+        if key_valid is not None:
+            global_valid = ops.logical_and(
+                global_valid, gather_rows(key_valid, positions)
+            )  # (B, J)
+        global_valid = global_valid[:, None, None, :]  # (B|1, 1, 1, J)
+        if causal:
+            before = positions[:, None, None, :] <= query_pos[None, :, :, None]
+            global_valid = ops.logical_and(global_valid, before)  # (B|1, R, C, J)
+        if mask is not None:
+            j = ops.shape(positions)[1]
+            index = ops.broadcast_to(positions[:, None, :], (b_dyn, num_blocks * c, j))
+            picked = ops.take_along_axis(mask, index, axis=2)  # (B, R * C, J)
+            picked = ops.reshape(picked, (b_dyn, num_blocks, c, j))  # (B, R, C, J)
+            global_valid = ops.logical_and(global_valid, picked)
+        global_logits = ops.einsum("brqkgh,bjkh->bkgrqj", q, key_global)  # (B, K, G, R, C, J)
+        logits = ops.concatenate([logits, ops.cast(global_logits, "float32")], axis=-1)
+        j = ops.shape(positions)[1]
+        valid = ops.concatenate(
+            [
+                ops.broadcast_to(valid, (b_dyn, num_blocks, c, span)),
+                ops.broadcast_to(global_valid, (b_dyn, num_blocks, c, j)),
+            ],
+            axis=-1,
+        )  # (B, R, C, L + J)
+
+    # One softmax over the band and global logits, by hand (TensorFlow's softmax
+    # kernel takes rank <= 5); rows with no allowed key give zeros.
+    allowed = valid[:, None, None]  # (B|1, 1, 1, R, C, L + J)
+    logits = ops.where(allowed, logits, MASK_VALUE)
+    logits = logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
+    weights = ops.where(allowed, ops.exp(logits), 0.0)  # (B, K, G, R, C, L + J)
+    total = ops.sum(weights, axis=-1, keepdims=True)
+    weights = weights / ops.where(total > 0.0, total, 1.0)
+    if dropout:
+        weights = keras.random.dropout(weights, dropout, seed=seed)
+    weights = ops.cast(weights, value.dtype)
+    out = ops.einsum("bkgrql,brlkv->brqkgv", weights[..., :span], value_blocks)
+    if global_keys is not None:
+        out = out + ops.einsum("bkgrqj,bjkv->brqkgv", weights[..., span:], value_global)
+    out = ops.reshape(out, (b_dyn, num_blocks * c, n, v_dim))[:, :t_dyn]  # (B, T, N, V)
+    rows = ops.any(valid, axis=-1)  # (B|1, R, C)
+    rows = ops.reshape(rows, (ops.shape(rows)[0], num_blocks * c))[:, :t_dyn]  # (B|1, T)
+    return ops.cast(out, query.dtype), rows
