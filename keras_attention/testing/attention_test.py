@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from keras_attention.testing.layer_test import (
     _to_numpy,

@@ -10,7 +10,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_attention.layers.attention.low_rank_attention import (
+from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     reject_arguments,
 )

@@ -22,7 +22,7 @@ from keras_attention.layers.attention.local_attention import (
     static_le,
     zero_rows,
 )
-from keras_attention.layers.attention.low_rank_attention import (
+from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     reject_arguments,
 )

@@ -15,7 +15,7 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.layers.attention.low_rank_attention import (
+from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     reject_arguments,
 )

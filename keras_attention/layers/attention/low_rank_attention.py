@@ -9,15 +9,15 @@ import keras
 from keras import ops
 
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.layers.encodings.attention_position_encoding import (
-    AttentionPositionEncoding,
+from keras_attention.layers.attention.variant_utils import (
+    UNUSED_ARGUMENTS,
+    apply_query_mask,
+    check_no_logits_bias,
+    checked_query_mask,
+    reject_arguments,
 )
 from keras_attention.ops.attention import scaled_dot_product_attention
 from keras_attention.utils.validation import check_positive_int
-
-# MultiHeadAttention arguments about its dense implementations, unused by variants.
-UNUSED_ARGUMENTS = ("implementation", "query_chunk_size", "key_chunk_size")
-
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class LowRankAttention(MultiHeadAttention):
@@ -248,43 +248,3 @@ class LowRankAttention(MultiHeadAttention):
             }
         )
         return config
-
-
-def reject_arguments(layer_name, kwargs, names):
-    """Raise for `MultiHeadAttention` arguments that a variant has no use for."""
-    for name in names:
-        if name in kwargs:
-            raise TypeError(
-                f"{layer_name} does not take `{name}` (it does not apply to this "
-                f"attention). Received: {name}={kwargs[name]!r}"
-            )
-
-
-def check_no_logits_bias(layer_name, encoding, received):
-    """Raise unless `encoding` only transforms queries and keys (rotary)."""
-    if encoding is None:
-        return
-    adds_bias = type(encoding).attention_bias is not AttentionPositionEncoding.attention_bias
-    if adds_bias or encoding.requires_weights:
-        raise ValueError(
-            f"{layer_name} never forms the (T, S) attention logits, so it cannot use a "
-            "position encoding that adds a logits bias (ALiBi, T5, Shaw); use "
-            f"'rotary'. Received: position_encoding={received!r}"
-        )
-
-
-def checked_query_mask(layer, query, value, key, query_mask):
-    """Check the inputs' ranks and `query_mask (B, T)`; return it as bool or None."""
-    layer._check_input_shapes(query.shape, value.shape, None if key is None else key.shape)
-    if query_mask is None:
-        return None
-    query_mask = ops.convert_to_tensor(query_mask)
-    layer._check_mask("query_mask", query_mask, tuple(query.shape[:2]))
-    return ops.cast(query_mask, "bool")
-
-
-def apply_query_mask(output, query_mask):
-    """Zero the output rows `(B, T, O)` of padded queries."""
-    if query_mask is None:
-        return output
-    return output * ops.cast(query_mask[:, :, None], output.dtype)

@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.layers.attention.low_rank_attention import (
+from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     apply_query_mask,
     check_no_logits_bias,
