@@ -22,6 +22,13 @@ def check_positive_int(name, value, allow_none=False, allow_zero=False):
     return int(value)
 
 
+def check_bool(name, value):
+    """Return `value` if it is a Python bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
 def check_rate(name, value):
     """Return `value` if it is a float in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -13,18 +13,18 @@ from keras_attention.layers.attention.local_attention import (
     GlobalKeys,
     PaddingMasks,
     blocked_band_attention,
-    check_rotary_only,
     dense_pattern,
     gather_rows,
     project_heads,
     split_masks,
     zero_rows,
 )
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
+    check_no_logits_bias,
     reject_arguments,
 )
-from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.ops.attention import scaled_dot_product_attention
 from keras_attention.utils.validation import check_positive_int
 
@@ -173,7 +173,7 @@ class GlobalLocalAttention(MultiHeadAttention):
                 f"num_global_tokens={num_global_tokens}"
             )
         self.block_size = check_positive_int("block_size", block_size, allow_none=True)
-        check_rotary_only(type(self).__name__, self.position_encoding, position_encoding)
+        check_no_logits_bias(type(self).__name__, self.position_encoding, position_encoding)
 
     # ------------------------------------------------------------------ call
     def call(

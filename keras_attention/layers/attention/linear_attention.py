@@ -13,8 +13,6 @@ from keras import ops
 
 from keras_attention import masks as masks_lib
 from keras_attention.layers.attention.local_attention import (
-    check_bool,
-    check_rotary_only,
     project_heads,
     reject_cache,
     rows_with_keys,
@@ -22,17 +20,18 @@ from keras_attention.layers.attention.local_attention import (
     static_le,
     zero_rows,
 )
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
+    check_no_logits_bias,
     reject_arguments,
 )
-from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.ops.linear import (
     FEATURE_MAPS,
     favor_random_features,
     linear_attention,
 )
-from keras_attention.utils.validation import check_choice, check_positive_int
+from keras_attention.utils.validation import check_bool, check_choice, check_positive_int
 
 # No attention weights are formed, so there is no attention dropout.
 _UNUSED = UNUSED_ARGUMENTS + ("dropout",)
@@ -167,7 +166,7 @@ class LinearAttention(MultiHeadAttention):
             )
         self.causal = check_bool("causal", causal)
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
-        check_rotary_only(type(self).__name__, self.position_encoding, position_encoding)
+        check_no_logits_bias(type(self).__name__, self.position_encoding, position_encoding)
         self.random_features = None
 
     def build(self, query_shape, value_shape, key_shape=None):

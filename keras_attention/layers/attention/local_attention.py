@@ -15,17 +15,15 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
+    check_no_logits_bias,
     reject_arguments,
-)
-from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.layers.encodings.attention_position_encoding import (
-    AttentionPositionEncoding,
 )
 from keras_attention.ops.attention import MASK_VALUE, scaled_dot_product_attention
 from keras_attention.ops.sliding_window import sliding_window_attention
-from keras_attention.utils.validation import check_positive_int
+from keras_attention.utils.validation import check_bool, check_positive_int
 
 # Default smallest block of the block-wise path (as in the sliding-window op).
 _MIN_DEFAULT_BLOCK = 16
@@ -154,7 +152,7 @@ class LocalAttention(MultiHeadAttention):
         self.window_size = check_positive_int("window_size", window_size, allow_zero=True)
         self.causal = check_bool("causal", causal)
         self.block_size = check_positive_int("block_size", block_size, allow_none=True)
-        check_rotary_only(type(self).__name__, self.position_encoding, position_encoding)
+        check_no_logits_bias(type(self).__name__, self.position_encoding, position_encoding)
 
     # ------------------------------------------------------------------ masks
     def _merge_masks(self, query, key, query_mask, value_mask, key_mask, attention_mask,
@@ -240,26 +238,6 @@ class LocalAttention(MultiHeadAttention):
 
 # ---------------------------------------------------------------------------
 # Helpers shared with GlobalLocalAttention and LinearAttention.
-
-
-def check_bool(name, value):
-    """Return `value` if it is a Python bool."""
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
-
-
-def check_rotary_only(layer_name, encoding, received):
-    """Raise unless `encoding` is None or only transforms queries and keys (rotary)."""
-    if encoding is None:
-        return
-    adds_bias = type(encoding).attention_bias is not AttentionPositionEncoding.attention_bias
-    if adds_bias or encoding.requires_weights:
-        raise ValueError(
-            f"{layer_name} computes attention with an op that takes no logits bias, so "
-            "it cannot use a position encoding that adds one (ALiBi, T5, Shaw); use "
-            f"'rotary'. Received: position_encoding={received!r}"
-        )
 
 
 def reject_cache(layer_name, cache):
