@@ -82,6 +82,8 @@ def main(argv=None):
     parser.add_argument("--lengths", default="4096,16384")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--section", default="long_sequences",
+                        help="BENCHMARKS.md section to write (one per run)")
     parser.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -110,11 +112,12 @@ def main(argv=None):
         "reference with the equivalent dense mask (causal for chunked, band for "
         "sliding window and linear).",
         f"Machine: {machine_line()}.",
-        "Command: `python -m benchmarks.bench_long_sequences`",
+        "Command: `python -m benchmarks.bench_long_sequences "
+        f"--lengths={args.lengths} --methods={args.methods} --section={args.section}`",
         "",
         markdown_table(["method", "N", "ms", "peak GB", "ratio vs Keras"], rows),
     ])
-    write_section("long_sequences", body)
+    write_section(args.section, body)
 
 
 if __name__ == "__main__":
