@@ -18,13 +18,12 @@ from keras import ops
 from keras_attention import masks as masks_lib
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
-    apply_query_mask,
     check_no_logits_bias,
-    checked_query_mask,
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.attention.sparse_attention import (
+    blockwise_call,
     block_output,
     check_same_length,
     gather_valid,
@@ -222,20 +221,10 @@ class BlockSparseAttention(MultiHeadAttention):
         return_attention_scores=False,
         training=None,
     ):
-        query_mask = checked_query_mask(self, query, value, key, query_mask)
-        # query_mask stays out of the merged mask, which is then the (B, 1, T) key
-        # padding mask (or the user's (B, T, T) mask); causality is applied inside
-        # the blocks, so the base class builds no (T, T) causal mask either.
-        result = self._attention_call(
-            query, value, key, None, value_mask, key_mask, attention_mask, False,
-            return_attention_scores, training, causal=bool(use_causal_mask),
+        return blockwise_call(
+            self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
+            bool(use_causal_mask), return_attention_scores, training,
         )
-        if return_attention_scores:
-            output, scores = result
-            if query_mask is not None:
-                scores = scores * ops.cast(query_mask[:, None, :, None], scores.dtype)
-            return apply_query_mask(output, query_mask), scores
-        return apply_query_mask(result, query_mask)
 
     def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
                            return_attention_scores, causal=False):

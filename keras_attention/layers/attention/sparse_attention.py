@@ -295,21 +295,10 @@ class SparseAttention(MultiHeadAttention):
         return_attention_scores=False,
         training=None,
     ):
-        query_mask = checked_query_mask(self, query, value, key, query_mask)
-        # query_mask stays out of the merged mask, which is then the (B, 1, T) key
-        # padding mask (or the user's (B, T, T) mask); causality is applied inside
-        # the blocks, so the base class builds no (T, T) causal mask either.
-        causal = self.causal or bool(use_causal_mask)
-        result = self._attention_call(
-            query, value, key, None, value_mask, key_mask, attention_mask, False,
-            return_attention_scores, training, causal=causal,
+        return blockwise_call(
+            self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
+            self.causal or bool(use_causal_mask), return_attention_scores, training,
         )
-        if return_attention_scores:
-            output, scores = result
-            if query_mask is not None:
-                scores = scores * ops.cast(query_mask[:, None, :, None], scores.dtype)
-            return apply_query_mask(output, query_mask), scores
-        return apply_query_mask(result, query_mask)
 
     def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
                            return_attention_scores, causal=False):
@@ -458,3 +447,25 @@ class SparseAttention(MultiHeadAttention):
             }
         )
         return config
+
+
+def blockwise_call(layer, query, value, key, query_mask, value_mask, key_mask,
+                   attention_mask, causal, return_attention_scores, training):
+    """The body of `call` shared by the block-wise self-attention layers.
+
+    `query_mask` stays out of the merged mask, which is then the `(B, 1, T)` key
+    padding mask (or the user's `(B, T, T)` mask); causality is applied inside the
+    blocks, so the base class builds no `(T, T)` causal mask either. Padded query
+    rows are zeroed in the output and in the scores.
+    """
+    query_mask = checked_query_mask(layer, query, value, key, query_mask)
+    result = layer._attention_call(
+        query, value, key, None, value_mask, key_mask, attention_mask, False,
+        return_attention_scores, training, causal=causal,
+    )
+    if return_attention_scores:
+        output, scores = result
+        if query_mask is not None:
+            scores = scores * ops.cast(query_mask[:, None, :, None], scores.dtype)
+        return apply_query_mask(output, query_mask), scores
+    return apply_query_mask(result, query_mask)
