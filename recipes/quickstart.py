@@ -8,13 +8,19 @@ the majority class and a logistic regression on the raw pixels.
 
     python -m recipes.quickstart            # about a minute on a 2-core CPU
     python -m recipes.quickstart --epochs=3 # a quick look
+    python -m recipes.quickstart --smoke --workdir=/tmp/q  # seconds, for tests
+
+Re-running with the same `--workdir` resumes after the last finished epoch.
 """
 
-import argparse
-import json
+import dataclasses
+import os
+import sys
 
 import keras
 import numpy as np
+
+from recipes.config import TrainConfig, parse_args
 
 
 def load_digit_splits(seed=0, test_fraction=0.2, valid_fraction=0.1):
@@ -67,34 +73,64 @@ def baselines(train, test):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args(argv)
+@dataclasses.dataclass
+class QuickstartConfig(TrainConfig):
+    """Quickstart fields; see `TrainConfig` for the shared ones."""
 
-    keras.utils.set_random_seed(args.seed)
-    train, valid, test = load_digit_splits(args.seed)
-    model = build_model()
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=True,
+    workdir: str = "runs/quickstart"
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    warmup_steps: int = 20
+    clipnorm: float = 0.0
+    verbose: int = 2
+
+
+DEFAULT = QuickstartConfig()
+SMOKE = QuickstartConfig(workdir="runs/quickstart_smoke", epochs=3, verbose=0, smoke=True)
+
+
+def make_datasets(config):
+    """Shuffled train and plain valid `tf.data` pipelines, plus the raw splits."""
+    import tensorflow as tf
+
+    train, valid, test = load_digit_splits(config.seed)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices(train)
+        .shuffle(len(train[0]), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
     )
-    model.fit(*train, validation_data=valid, epochs=args.epochs, batch_size=64, verbose=2)
-    _, accuracy = model.evaluate(*test, verbose=0)
-    results = {"test_accuracy": float(accuracy), **baselines(train, test),
-               "train_size": len(train[0]), "test_size": len(test[0])}
-    print("\nDigits test split (never seen in training)")
-    print(f"  {'model':<24} accuracy")
-    for name in ("test_accuracy", "logistic_regression", "majority_class"):
-        label = "attention classifier" if name == "test_accuracy" else name.replace("_", " ")
-        print(f"  {label:<24} {results[name]:.4f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    valid_ds = tf.data.Dataset.from_tensor_slices(valid).batch(256)
+    return train_ds, valid_ds, (train, valid, test)
+
+
+def main(argv=None):
+    from recipes import training
+
+    config = parse_args(sys.argv[1:] if argv is None else argv, DEFAULT, SMOKE)
+    if config is None:
+        return None
+    train_ds, valid_ds, (train, _, test) = make_datasets(config)
+    model, info = training.fit(
+        config, build_model, train_ds, valid_ds,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"], monitor="val_accuracy", mode="max",
+    )
+    logits = model.predict(test[0], verbose=0)
+    accuracy = float(np.mean(np.argmax(logits, axis=-1) == test[1]))
+    results = {"test_accuracy": accuracy, **baselines(train, test),
+               "train_size": len(train[0]), "test_size": len(test[0]),
+               "resumed_from_epoch": info["resumed_from_epoch"]}
+    rows = [
+        {"model": "attention classifier", "accuracy": accuracy},
+        {"model": "logistic regression (baseline)",
+         "accuracy": results["logistic_regression"]},
+        {"model": "majority class (baseline)", "accuracy": results["majority_class"]},
+    ]
+    training.write_evaluation(
+        rows, os.path.join(config.workdir, "evaluation.json"), extra=results,
+        title="Digits test split (never seen in training)",
+    )
     return results
 
 

@@ -254,14 +254,16 @@ class TransformerDecoderBlock(keras.layers.Layer):
         """An all-zeros self-attention key/value cache `(B, 2, S_max, K, H)`.
 
         Args:
-            batch_size: B.
+            batch_size: B, an int or a scalar integer tensor (a dynamic batch
+                size inside a traced function).
             max_length: S_max, the number of positions the cache holds.
             dtype: defaults to the block's compute dtype.
 
         The block must be built, or have `key_dim` (or an `attention` layer), so
         that the head layout is known.
         """
-        batch_size = check_positive_int("batch_size", batch_size)
+        if not ops.is_tensor(batch_size):
+            batch_size = check_positive_int("batch_size", batch_size)
         max_length = check_positive_int("max_length", max_length)
         layer = self._cache_layer()
         if layer is not None:

@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+import pytest
+
+import zoo
+from recipes import train_captioner
+from tests.zoo.captioner.helpers import requires_stamps
+from zoo import checkpoint
+
+
+@requires_stamps
+def test_smoke_run_writes_evaluation_and_loadable_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    payload = train_captioner.main(["--smoke", f"--workdir={workdir}",
+                                    f"--cache_dir={tmp_path / 'cache'}"])
+    systems = [row["system"] for row in payload["rows"]]
+    assert systems[0] == "captioner, beam 2"
+    assert any(s.startswith("most frequent caption") for s in systems)
+    assert {"nearest neighbour, 16x16 pixels", "nearest neighbour, encoder features"} <= \
+        set(systems)
+    stored = json.loads((workdir / "evaluation.json").read_text())
+    assert stored["metrics"]["cider_d"] == payload["metrics"]["cider_d"]
+    assert stored["data"]["train_images"] > 0 and stored["data"]["test_images"] > 0
+
+    directory = workdir / "checkpoint"
+    manifest = checkpoint.verify_checkpoint(directory, train_captioner.RECIPE)
+    assert manifest["recipe"] == (f"python -m recipes.train_captioner --smoke "
+                                  f"--workdir={workdir} --cache_dir={tmp_path / 'cache'}")
+    assert manifest["task"] == "caption" and manifest["main_metric"] == "cider_d"
+    assert set(manifest["baselines"]) == {"most_frequent_caption", "nearest_neighbour_pixels",
+                                         "nearest_neighbour_encoder"}
+    assert "GPL" in manifest["data"]["licence"]
+    captioner = zoo.load("captioner_tuxpaint_openclipart", directory=directory)
+    (caption,) = captioner.caption(np.full((10, 10, 3), 200, "uint8"))
+    assert isinstance(caption, str)
+
+
+def test_help_prints_keys(capsys):
+    assert train_captioner.main(["--help"]) is None
+    assert "--max_per_caption=3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--sources=flickr"], "--sources must be a comma-separated subset"),
+    (["--nope=1"], "Unknown config key `nope`"),
+    (["--patch_size=6"], "patch_size=6"),
+])
+def test_bad_arguments(argv, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        train_captioner.main([*argv, f"--workdir={tmp_path}", "--install_data=false"])

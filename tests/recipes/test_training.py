@@ -1,0 +1,124 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recipes import training
+from recipes.config import TrainConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _data(seed=0):
+    rng = np.random.RandomState(seed)
+    x = rng.randn(128, 6).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    ds = (tf.data.Dataset.from_tensor_slices((x, y))
+          .shuffle(128, seed=0, reshuffle_each_iteration=True).batch(16))
+    return ds, tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+
+
+def _build():
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(2)])
+
+
+def _fit(workdir, epochs):
+    config = TrainConfig(workdir=str(workdir), epochs=epochs, verbose=0, warmup_steps=4)
+    keras.utils.set_random_seed(config.seed)  # as a fresh recipe process would be
+    train_ds, valid_ds = _data()
+    return training.fit(
+        config, _build, train_ds, valid_ds,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
+    )
+
+
+def test_fit_writes_state_best_and_logs(tmp_path):
+    model, info = _fit(tmp_path, epochs=2)
+    assert info["resumed_from_epoch"] == 0 and info["steps_per_epoch"] == 8
+    assert len(info["history"]["loss"]) == 2
+    state = training.read_state(str(tmp_path))
+    assert state["epoch"] == 2 and state["weights"] == "epoch-0002.weights.h5"
+    backup = sorted(os.listdir(tmp_path / "backup"))
+    assert backup == ["epoch-0002.weights.h5", "state.json"]  # no temporary files left
+    assert (tmp_path / "best.weights.h5").exists()
+    assert os.listdir(tmp_path / "logs")
+
+
+def test_resume_continues_after_last_epoch_and_matches(tmp_path):
+    _, straight = _fit(tmp_path / "straight", epochs=4)
+    _fit(tmp_path / "resumed", epochs=2)
+    _, resumed = _fit(tmp_path / "resumed", epochs=4)
+    assert resumed["resumed_from_epoch"] == 2
+    assert len(resumed["history"]["loss"]) == 2
+    # Restored weights and optimizer state: the last epochs continue the straight run
+    # (shuffle order may differ between runs in one process, hence the tolerance).
+    np.testing.assert_allclose(resumed["history"]["loss"], straight["history"]["loss"][2:],
+                               rtol=0.05)
+
+
+def test_finished_run_is_not_retrained(tmp_path):
+    _fit(tmp_path, epochs=1)
+    _, info = _fit(tmp_path, epochs=1)
+    assert info["history"] == {} and info["resumed_from_epoch"] == 1
+
+
+def test_warmup_cosine_schedule_values():
+    schedule = training.WarmupCosineSchedule(1.0, warmup_steps=4, total_steps=14,
+                                             final_fraction=0.1)
+    values = [float(schedule(step)) for step in (0, 3, 4, 9, 14, 20)]
+    np.testing.assert_allclose(values, [0.25, 1.0, 1.0, 0.55, 0.1, 0.1], atol=1e-6)
+    again = training.WarmupCosineSchedule.from_config(schedule.get_config())
+    assert float(again(9)) == pytest.approx(0.55)
+
+
+def test_precision_and_strategy_choices():
+    assert training.choose_precision("auto") == "float32"  # CPU
+    assert training.choose_precision("mixed_bfloat16") == "mixed_bfloat16"
+    keras.mixed_precision.set_dtype_policy("float32")
+    assert training.make_strategy("none").num_replicas_in_sync == 1
+    with pytest.raises(ValueError, match="strategy=gpus"):
+        training.make_strategy("gpus")
+
+
+def test_fit_rejects_unknown_length_without_steps(tmp_path):
+    ds = tf.data.Dataset.from_tensor_slices((np.ones((4, 6), "float32"), np.ones(4))).repeat()
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        training.fit(TrainConfig(workdir=str(tmp_path)), _build, ds.batch(2), None, "mse")
+
+
+def test_write_evaluation_prints_table_and_json(tmp_path, capsys):
+    path = tmp_path / "evaluation.json"
+    training.write_evaluation([{"model": "a", "bleu": 41.234}, {"model": "b", "bleu": 3.0}],
+                              str(path), extra={"n": 5}, title="T")
+    out = capsys.readouterr().out
+    assert "model  bleu" in out and "41.23" in out
+    assert json.loads(path.read_text()) == {
+        "rows": [{"model": "a", "bleu": 41.234}, {"model": "b", "bleu": 3.0}], "n": 5}
+
+
+_MIRRORED = r"""
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+from recipes import quickstart, training
+strategy = training.make_strategy("mirrored")
+assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+results = quickstart.main(["--smoke", "--strategy=mirrored", "--workdir=" + sys.argv[1]])
+assert results["test_accuracy"] > 0.2, results
+print("OK", results["test_accuracy"])
+"""
+
+
+def test_mirrored_strategy_over_two_logical_cpus_trains_smoke_config(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    done = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "OK" in done.stdout

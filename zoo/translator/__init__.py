@@ -1,0 +1,1 @@
+"""English -> Spanish translation: a Transformer and a GRU + additive-attention baseline."""

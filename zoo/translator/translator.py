@@ -1,0 +1,215 @@
+"""The translation task: tokenise, decode with the KV cache, detokenise, export."""
+
+import json
+import os
+
+import numpy as np
+
+from zoo.translator.tokenizer import EOS_ID, SubwordTokenizer
+
+MODEL_KINDS = ("transformer", "bahdanau")
+
+
+def build_model(kind, vocabulary_size, **model_config):
+    """A `TransformerSeq2Seq` ("transformer") or `GRUSeq2Seq` ("bahdanau")."""
+    if kind == "transformer":
+        from zoo.translator.transformer_seq2seq import TransformerSeq2Seq
+
+        return TransformerSeq2Seq(vocabulary_size, **model_config)
+    if kind == "bahdanau":
+        from zoo.translator.gru_seq2seq import GRUSeq2Seq
+
+        return GRUSeq2Seq(vocabulary_size, **model_config)
+    raise ValueError(f"`model` must be one of {MODEL_KINDS}. Received: model={kind}")
+
+
+def build_inputs(tokenizer, sentences, max_length):
+    """`(B, S)` int32 source ids (0-padded, truncated to `max_length`)."""
+    import tensorflow as tf
+
+    ids = tokenizer.tokenize(tf.constant(list(sentences)))
+    return ids[:, :max_length].to_tensor(default_value=0)
+
+
+class Translator:
+    """English -> Spanish translator around a trained seq2seq model.
+
+    Args:
+        model: a built `TransformerSeq2Seq` or `GRUSeq2Seq`.
+        tokenizer: the `SubwordTokenizer` the model was trained with.
+        kind: "transformer" or "bahdanau".
+        max_length: most source tokens read and target tokens generated.
+        beam_size: default beam size (1 = greedy; the GRU model is greedy only).
+    """
+
+    def __init__(self, model, tokenizer, kind="transformer", max_length=40, beam_size=4):
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"`kind` must be one of {MODEL_KINDS}. Received: kind={kind}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.max_length = int(max_length)
+        self.beam_size = int(beam_size) if kind == "transformer" else 1
+        self._decoders = {}
+
+    def _decoder(self, beam_size):
+        """A compiled `(B, S) ids -> (B, max_length) ids` function (cached)."""
+        if beam_size not in self._decoders:
+            import tensorflow as tf
+
+            from zoo.translator import decoding
+
+            def decode(source):
+                if self.kind == "bahdanau":
+                    return decoding.greedy_decode_gru(self.model, source, self.max_length)
+                if beam_size == 1:
+                    return decoding.greedy_decode(self.model, source, self.max_length)
+                return decoding.beam_search(self.model, source, self.max_length, beam_size)
+
+            self._decoders[beam_size] = tf.function(
+                decode, input_signature=[tf.TensorSpec([None, None], tf.int32)]
+            )
+        return self._decoders[beam_size]
+
+    def translate(self, sentences, beam_size=None, batch_size=64):
+        """Translates a list of English sentences into Spanish.
+
+        Args:
+            sentences: list of strings.
+            beam_size: beam size, default `self.beam_size`; 1 is greedy.
+            batch_size: sentences decoded together.
+
+        Returns:
+            list of strings, one per sentence.
+        """
+        if isinstance(sentences, str):
+            raise TypeError(
+                "`sentences` must be a list of strings, not one string. "
+                f"Received: sentences={sentences!r}"
+            )
+        sentences = list(sentences)
+        for i, sentence in enumerate(sentences):
+            if not isinstance(sentence, str):
+                raise TypeError(
+                    f"`sentences[{i}]` must be a string. Received: {sentence!r}"
+                )
+        beam_size = self.beam_size if beam_size is None else int(beam_size)
+        decoder = self._decoder(beam_size)
+        out = []
+        for start in range(0, len(sentences), batch_size):
+            chunk = sentences[start:start + batch_size]
+            source = build_inputs(self.tokenizer, chunk, self.max_length)
+            ids = decoder(source)
+            text = self.tokenizer.detokenize(ids).numpy()
+            out.extend(t.decode("utf-8") for t in text)
+        return out
+
+    def attention_maps(self, sentence, beam_size=1):
+        """Cross-attention of the translation of one sentence.
+
+        Returns:
+            dict with "source_tokens" (S subword strings), "target_tokens" (T
+            generated subwords, EOS included) and "weights": one `(N, T, S)` array
+            per decoder layer for the Transformer, or one `(1, T, S)` array for the
+            GRU model.
+        """
+        import tensorflow as tf
+
+        source = build_inputs(self.tokenizer, [sentence], self.max_length)
+        ids = self._decoder(beam_size)(source).numpy()[0]
+        end = int(np.argmax(ids == EOS_ID)) + 1 if (ids == EOS_ID).any() else len(ids)
+        target = ids[:end]
+        decoder_in = np.concatenate([[2], target[:-1]])[None].astype("int32")  # BOS + prefix
+        if self.kind == "transformer":
+            memory, mask = self.model.encode(source)
+            _, cross = self.model.decode(tf.constant(decoder_in), memory, mask,
+                                         return_attention_scores=True)
+            weights = [np.asarray(w)[0] for w in cross]
+        else:
+            memory, mask, state = self.model.encode(source)
+            _, _, w = self.model.decode(tf.constant(decoder_in), memory, mask, state,
+                                        return_attention_scores=True)
+            weights = [np.asarray(w)[0][None]]
+        vocab = self.tokenizer.vocabulary
+        return {
+            "source_tokens": [vocab[i] for i in source.numpy()[0]],
+            "target_tokens": [vocab[i] for i in target],
+            "weights": weights,
+        }
+
+    def export(self, path, beam_size=None):
+        """Writes a SavedModel: strings in, translated strings out.
+
+        The serving signature `serving_default(text: string[B]) -> {"translation":
+        string[B]}` tokenises with core TensorFlow ops, decodes with the KV cache
+        (beam search or greedy) and detokenises inside the graph, so it runs with
+        `tensorflow` alone.
+        """
+        import keras
+        import tensorflow as tf
+
+        from zoo.translator import decoding
+
+        beam_size = self.beam_size if beam_size is None else int(beam_size)
+        tokenizer, model, max_length, kind = self.tokenizer, self.model, self.max_length, self.kind
+        id_table, token_table = tokenizer._tables()
+
+        def serve(text):
+            source = tokenizer.tokenize_core(text)[:, :max_length].to_tensor(default_value=0)
+            source = tf.cast(source, tf.int32)
+            if kind == "bahdanau":
+                ids = decoding.greedy_decode_gru(model, source, max_length)
+            elif beam_size == 1:
+                ids = decoding.greedy_decode(model, source, max_length)
+            else:
+                ids = decoding.beam_search(model, source, max_length, beam_size)
+            return {"translation": tokenizer.detokenize(ids)}
+
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.track(id_table)
+        archive.track(token_table)
+        archive.add_endpoint(
+            "serving_default", serve,
+            input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+        )
+        archive.write_out(path, verbose=False)
+        return path
+
+
+def load_translator(directory, manifest):
+    """Zoo loader: builds the model from the manifest config and loads its weights."""
+    config = manifest["config"]
+    with open(os.path.join(directory, "vocabulary.json"), encoding="utf-8") as f:
+        vocabulary = json.load(f)
+    tokenizer = SubwordTokenizer(vocabulary)
+    model = build_model(config["model"], len(vocabulary), **config_model_args(config))
+    _build(model, config["model"])
+    model.load_weights(os.path.join(directory, "model.weights.h5"))
+    return Translator(model, tokenizer, kind=config["model"],
+                      max_length=config["max_length"], beam_size=config["beam_size"])
+
+
+def config_model_args(config):
+    """The model constructor arguments stored in a recipe config dict."""
+    if config["model"] == "transformer":
+        return {
+            "hidden_dim": config["hidden_dim"],
+            "num_heads": config["num_heads"],
+            "intermediate_dim": config["intermediate_dim"],
+            "num_encoder_layers": config["num_layers"],
+            "num_decoder_layers": config["num_layers"],
+            "dropout": config["dropout"],
+        }
+    return {"hidden_dim": config["hidden_dim"], "dropout": config["dropout"]}
+
+
+def _build(model, kind):
+    """Creates the model's weights by calling it on a dummy batch."""
+    import numpy as np
+
+    dummy = {
+        "encoder_tokens": np.ones((1, 3), "int32"),
+        "decoder_tokens": np.ones((1, 2), "int32"),
+    }
+    model(dummy)
