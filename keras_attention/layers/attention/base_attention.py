@@ -34,13 +34,70 @@ class BaseAttention(keras.layers.Layer):
     Subclasses override `_compute_attention` and may set
     `supports_attention_scores = False` when they cannot form a full weight matrix
     cheaply; asking such a layer for scores raises a `ValueError`.
+
+    Two hooks serve `keras_attention.analysis`: an attention recorder (set by
+    `capture_attention`) makes every call compute its weights and pass them to the
+    recorder, and a head mask (set by `mask_heads`) scales the per-head outputs
+    before the output projection (subclasses apply it with `_mask_heads`).
     """
 
     supports_attention_scores = True
 
+    # Analysis hooks (see `keras_attention.analysis`): set on an instance by
+    # `capture_attention` and `mask_heads` for the duration of a `with` block. They
+    # are None otherwise, and then calls take the unchanged path.
+    _attention_recorder = None  # receives the weights of every call
+    _head_mask = None  # (N,) factors of the per-head outputs
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
+
+    # ------------------------------------------------------------------ analysis hooks
+    def __call__(self, *args, **kwargs):
+        recorder = self._attention_recorder
+        if recorder is None:
+            return super().__call__(*args, **kwargs)
+        # Capturing: always compute the weights, hand them to the recorder, and give
+        # the caller the structure it asked for.
+        reason = self._attention_scores_unavailable()
+        if reason is not None:
+            raise recorder.refusal(self, reason)
+        # Keras takes only tensors positionally, so the flag is always a keyword.
+        wanted = bool(kwargs.pop("return_attention_scores", False))
+        output, scores, *rest = super().__call__(*args, return_attention_scores=True,
+                                                 **kwargs)
+        recorder.record(self, scores)
+        if wanted:
+            return (output, scores, *rest)
+        return (output, *rest) if rest else output
+
+    def _attention_scores_unavailable(self):
+        """Why this layer cannot return its attention weights, or None if it can."""
+        if not self.supports_attention_scores:
+            return (
+                f"{type(self).__name__} never forms a full (batch, heads, query_len, "
+                "key_len) attention weight matrix"
+            )
+        return None
+
+    def _mask_heads(self, output):
+        """Scale the per-head outputs `(B, T, N, V)` by the head mask, if one is set.
+
+        Subclasses call this on the per-head outputs just before the output
+        projection combines the heads.
+        """
+        head_mask = self._head_mask
+        if head_mask is None:
+            return output
+        if output.shape[2] is not None and output.shape[2] != len(head_mask):
+            raise ValueError(
+                f"The head mask of layer '{self.name}' must have one entry per head "
+                f"({output.shape[2]}). Received: head_mask with shape=({len(head_mask)},)"
+            )
+        self._head_mask_applied = True
+        factors = ops.convert_to_tensor(head_mask, dtype=output.dtype)
+        return output * factors[None, None, :, None]  # (B, T, N, V)
 
     # ------------------------------------------------------------------ checks
     def _check_input_shapes(self, query_shape, value_shape, key_shape=None):
@@ -143,10 +200,18 @@ class BaseAttention(keras.layers.Layer):
             )
         mask = self._merge_masks(query, key, query_mask, value_mask, key_mask,
                                  attention_mask, key_length)
+        if self._head_mask is not None:
+            self._head_mask_applied = False
         result = self._compute_attention(
             query, key, value, mask=mask, use_causal_mask=bool(use_causal_mask),
             training=training, return_attention_scores=return_attention_scores, **extra,
         )
+        if self._head_mask is not None and not self._head_mask_applied:
+            raise ValueError(
+                f"Layer '{self.name}' ({type(self).__name__}) does not support head "
+                "masking: it combines its heads without the shared per-head output "
+                "hook. Received: a head mask for this layer"
+            )
         output, scores, *rest = result
         s = ops.shape(key)[1] if key_length is None else key_length
         rows = self._valid_rows(mask, use_causal_mask, ops.shape(query)[1], s, query_start)

@@ -278,7 +278,7 @@ class MultiHeadAttention(BaseAttention):
                                       return_weights=need_weights)
         if pe is not None and pe.requires_weights:
             output = output + ops.cast(pe.value_term(scores, query_start), output.dtype)
-        output = self._output_dense(output)  # (B, T, O)
+        output = self._output_dense(self._mask_heads(output))  # (B, T, O)
         scores = scores if return_attention_scores else None
         return (output, scores) if cache is None else (output, scores, cache)
 
@@ -301,6 +301,12 @@ class MultiHeadAttention(BaseAttention):
             training=bool(training), seed=self.seed_generator, return_weights=return_weights,
         )
         return result if return_weights else (result, None)
+
+    def _attention_scores_unavailable(self):
+        if self.implementation == "chunked":
+            return ("implementation='chunked' never forms the attention weights "
+                    "(use implementation='full')")
+        return super()._attention_scores_unavailable()
 
     def _use_chunked(self, query, key, return_weights, rate):
         if self.implementation == "full":
