@@ -44,6 +44,8 @@ class TranslatorConfig(TrainConfig):
         beam_size: beam size used for evaluation and by the shipped model.
         train_limit: use only the first N training pairs (0: all).
         eval_limit: evaluate on the first N test sentences (0: all).
+        note: free text copied into the checkpoint manifests (e.g. how a run was
+            resumed with a different schedule).
     """
 
     workdir: str = "runs/translator"
@@ -68,6 +70,7 @@ class TranslatorConfig(TrainConfig):
     beam_size: int = 4
     train_limit: int = 0
     eval_limit: int = 0
+    note: str = ""
 
 
 DEFAULT = TranslatorConfig()
@@ -242,6 +245,19 @@ def train_one(config, kind, tok, train_ds, valid_ds):
     return model, info
 
 
+def _save_inference_weights(model, kind, config, vocabulary_size, path):
+    """Saves the weights without the optimizer state (a fresh, uncompiled copy)."""
+    import keras
+
+    from zoo.translator.translator import build_model, config_model_args
+
+    clone = build_model(kind, vocabulary_size, **config_model_args(model_config(config, kind)))
+    clone({"encoder_tokens": keras.ops.ones((1, 3), "int32"),
+           "decoder_tokens": keras.ops.ones((1, 2), "int32")})
+    clone.set_weights(model.get_weights())
+    clone.save_weights(path)
+
+
 def main(argv=None):
     config = parse_args(sys.argv[1:] if argv is None else argv, DEFAULT, SMOKE)
     if config is None:
@@ -299,7 +315,7 @@ def main(argv=None):
     command = " ".join([COMMAND] + (sys.argv[1:] if argv is None else list(argv)))
     for kind, (model, info, scores, decode_s, _) in trained.items():
         weights = os.path.join(config.workdir, kind, "final.weights.h5")
-        model.save_weights(weights)
+        _save_inference_weights(model, kind, config, tok.vocabulary_size, weights)
         manifest = {
             "name": NAMES[kind],
             "task": "translate",
@@ -321,6 +337,7 @@ def main(argv=None):
                           for r in rows},
             "training_time_s": round(info["train_seconds"], 1),
             "epochs": config.epochs if kind == "transformer" else config.bahdanau_epochs,
+            "note": config.note,
             "keras_version": keras.__version__,
             "backend": keras.backend.backend(),
             "created": time.strftime("%Y-%m-%d"),

@@ -177,8 +177,11 @@ class WarmupCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class ResumableCheckpoint(keras.callbacks.Callback):
     """Saves the training state after every epoch and the best weights, atomically."""
 
-    def __init__(self, workdir, monitor="val_loss", mode="min", best=None):
+    def __init__(self, workdir, monitor="val_loss", mode="min", best=None,
+                 train_seconds=0.0):
         super().__init__()
+        self.train_seconds = float(train_seconds)
+        self._start = None
         self.backup_dir = os.path.join(workdir, "backup")
         self.best_path = os.path.join(workdir, "best.weights.h5")
         self.monitor = monitor
@@ -192,8 +195,14 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             return True
         return value < self.best if self.mode == "min" else value > self.best
 
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        now = time.perf_counter()
+        self.train_seconds += now - self._start
+        self._start = now
         value = logs.get(self.monitor)
         value = None if value is None else float(value)
         if self._improved(value):
@@ -207,7 +216,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.model.save_weights(tmp)
         os.replace(tmp, os.path.join(self.backup_dir, name))
         state = {"epoch": epoch + 1, "weights": name, "best": self.best,
-                 "monitor": self.monitor}
+                 "monitor": self.monitor, "train_seconds": round(self.train_seconds, 1)}
         atomic_write_json(os.path.join(self.backup_dir, "state.json"), state)
         for old in os.listdir(self.backup_dir):
             if old.endswith(".weights.h5") and old != name:
@@ -251,7 +260,9 @@ def fit(
     Returns:
         `(model, info)`: the model with the best weights loaded (or the last ones
         when there was no improvement to record), and a dict with `history`,
-        `train_seconds`, `resumed_from_epoch`, `steps_per_epoch` and `precision`.
+        `train_seconds` (all epochs so far, across resumed runs),
+        `session_seconds` (this call), `resumed_from_epoch`, `steps_per_epoch` and
+        `precision`.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig. Received: config={config!r}")
@@ -299,11 +310,13 @@ def fit(
             model.load_weights(os.path.join(config.workdir, "backup", state["weights"]))
             print(f"Resuming {config.workdir} after epoch {initial_epoch}.")
 
+    checkpointer = ResumableCheckpoint(
+        config.workdir, monitor=monitor, mode=mode,
+        best=state["best"] if state else None,
+        train_seconds=state.get("train_seconds", 0.0) if state else 0.0,
+    )
     callbacks = [
-        ResumableCheckpoint(
-            config.workdir, monitor=monitor, mode=mode,
-            best=state["best"] if state else None,
-        ),
+        checkpointer,
         keras.callbacks.TensorBoard(os.path.join(config.workdir, "logs")),
     ]
     # Same stream as an uninterrupted run: skip the batches already trained on.
@@ -321,14 +334,15 @@ def fit(
             verbose=config.verbose,
         )
         history = result.history
-    train_seconds = time.perf_counter() - start
+    session_seconds = time.perf_counter() - start
 
     best_path = os.path.join(config.workdir, "best.weights.h5")
     if os.path.exists(best_path):
         model.load_weights(best_path)
     return model, {
         "history": history,
-        "train_seconds": train_seconds,
+        "train_seconds": max(checkpointer.train_seconds, 0.0),
+        "session_seconds": session_seconds,
         "resumed_from_epoch": initial_epoch,
         "steps_per_epoch": steps_per_epoch,
         "precision": precision,

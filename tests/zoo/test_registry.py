@@ -57,8 +57,9 @@ def test_builtin_entries():
     assert entry.task == "translate"
     assert entry.loader == "zoo.translator.translator:load_translator"
     assert entry.recipe == "python -m recipes.train_translator"
+    # One recipe run trains both translators.
     assert registry.get_entry("translator_en_es_bahdanau").recipe == (
-        "python -m recipes.train_translator --model=bahdanau"
+        "python -m recipes.train_translator"
     )
 
 
@@ -145,7 +146,7 @@ def test_load_missing_checkpoint(zoo_dir, fake_entry):
 
 
 def test_load_builtin_missing_names_recipe(zoo_dir):
-    recipe = "python -m recipes.train_translator --model=bahdanau"
+    recipe = "python -m recipes.train_translator"
     with pytest.raises(CheckpointError, match=recipe):
         zoo.load("translator_en_es_bahdanau")
 
