@@ -34,7 +34,12 @@ from importlib import metadata
 from zoo import checkpoint
 from zoo import registry
 
-_COMMAND_MODULES = []
+_COMMAND_MODULES = [
+    "zoo.translator.cli",
+    "zoo.captioner.cli",
+    "zoo.recommender.cli",
+    "zoo.forecaster.cli",
+]
 
 _USER_ERRORS = (checkpoint.CheckpointError, ValueError, FileNotFoundError)
 

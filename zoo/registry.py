@@ -80,14 +80,68 @@ _BUILTIN = [
         task="translate",
         loader="zoo.translator.translator:load_translator",
         recipe="python -m recipes.train_translator",
-        description="English to Spanish translator.",
+        description="English to Spanish Transformer translator (Tatoeba).",
     ),
     ZooEntry(
         name="translator_en_es_bahdanau",
         task="translate",
         loader="zoo.translator.translator:load_translator",
-        recipe="python -m recipes.train_translator --model=bahdanau",
+        recipe="python -m recipes.train_translator",
         description="English to Spanish translator with Bahdanau attention.",
+    ),
+    ZooEntry(
+        name="captioner_tuxpaint_openclipart",
+        task="caption",
+        loader="zoo.captioner.captioner:load_captioner",
+        recipe="python -m recipes.train_captioner",
+        description="Image captioner (hybrid ViT + Transformer decoder) on Tux Paint "
+        "stamps and Openclipart drawings.",
+    ),
+    ZooEntry(
+        name="recommender_ml100k_sasrec",
+        task="recommend",
+        loader="zoo.recommender.recommender:load_recommender",
+        recipe="python -m recipes.train_recommender --jit_compile=false",
+        description="SASRec next-movie recommender on MovieLens-100K.",
+    ),
+    ZooEntry(
+        name="recommender_ml100k_bst",
+        task="recommend",
+        loader="zoo.recommender.recommender:load_recommender",
+        recipe="python -m recipes.train_recommender --model=bst --jit_compile=false",
+        description="BST-style recommender (genres, user profile) on MovieLens-100K.",
+    ),
+    ZooEntry(
+        name="recommender_retail_sasrec",
+        task="recommend",
+        loader="zoo.recommender.recommender:load_recommender",
+        recipe="python -m recipes.train_recommender --dataset=online-retail --epochs=3 "
+        "--batch_size=64 --learning_rate=0.003 --warmup_steps=50 --dropout=0.2 "
+        "--max_windows=2 --knn_neighbors=50,200 --bpr_regularization=0.001 "
+        "--bpr_epochs=20 --jit_compile=false",
+        description="SASRec next-product recommender on UCI Online Retail II.",
+    ),
+    ZooEntry(
+        name="forecaster_electricity",
+        task="forecast",
+        loader="zoo.forecaster.forecaster:load_forecaster",
+        recipe="python -m recipes.train_forecaster --dataset=electricity",
+        description="Patch Transformer forecaster of hourly electricity load (24 h, 168 h).",
+    ),
+    ZooEntry(
+        name="forecaster_traffic",
+        task="forecast",
+        loader="zoo.forecaster.forecaster:load_forecaster",
+        recipe="python -m recipes.train_forecaster --dataset=traffic",
+        description="Patch Transformer forecaster of hourly SF road occupancy (24 h, 168 h).",
+    ),
+    ZooEntry(
+        name="forecaster_beijing_pm25",
+        task="forecast",
+        loader="zoo.forecaster.forecaster:load_forecaster",
+        recipe="python -m recipes.train_forecaster --dataset=beijing_pm25",
+        description="Patch Transformer forecaster of hourly Beijing PM2.5 and weather "
+        "(24 h, 168 h).",
     ),
 ]
 

@@ -1,0 +1,76 @@
+"""Helpers of the captioner tests: tiny images, SVG text, a tiny random captioner."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+TUXPAINT_ROOT = pathlib.Path("/usr/share/tuxpaint/stamps")
+
+requires_stamps = pytest.mark.skipif(
+    not TUXPAINT_ROOT.is_dir(),
+    reason="needs the Tux Paint stamps: run .ci/install_caption_data "
+    "(apt-get install tuxpaint-stamps-default)",
+)
+
+
+def png_bytes(array):
+    """Encoded PNG of a uint8 `(H, W, 3|4)` array."""
+    import tensorflow as tf
+
+    return tf.io.encode_png(np.asarray(array, dtype="uint8")).numpy()
+
+
+def jpeg_bytes(array):
+    import tensorflow as tf
+
+    return tf.io.encode_jpeg(np.asarray(array, dtype="uint8"), quality=100).numpy()
+
+
+def coloured_square(colour, size=24, background=(255, 255, 255)):
+    """An RGB image: a centred square of `colour` on `background`."""
+    image = np.empty((size, size, 3), dtype="uint8")
+    image[...] = background
+    q = size // 4
+    image[q:-q, q:-q] = colour
+    return image
+
+
+SVG_TEMPLATE = """<?xml version="1.0"?>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/"
+     xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+     xmlns:cc="http://creativecommons.org/ns#" width="40" height="20">
+  <metadata><rdf:RDF><cc:Work>
+    <dc:title>{title}</dc:title>{description}
+  </cc:Work></rdf:RDF></metadata>
+  <rect x="0" y="0" width="40" height="20" fill="#ff0000"/>
+</svg>
+"""
+
+
+def svg_text(title, description=None):
+    extra = f"\n    <dc:description>{description}</dc:description>" if description else ""
+    return SVG_TEMPLATE.format(title=title, description=extra)
+
+
+WORDS = frozenset(
+    ["a", "an", "the", "red", "green", "blue", "cat", "apple", "pear", "box", "dog", "flag", "of", "naval", "semaphore", "guitar", "acoustic", "star", "map", "australia", "victoria", "button", "round", "with"]
+)
+
+
+def tiny_captioner(vocabulary_words=("red", "green", "blue", "cat", "apple", "pear"),
+                   image_size=16, beam_width=3, seed=0):
+    """A randomly initialised small captioner (float32)."""
+    import keras
+
+    from zoo.captioner.backbone import build_backbone
+    from zoo.captioner.captioner import Captioner
+    from zoo.captioner.vocabulary import Vocabulary
+
+    keras.utils.set_random_seed(seed)
+    vocabulary = Vocabulary(list(vocabulary_words))
+    backbone = build_backbone(len(vocabulary), image_size=image_size, patch_size=4,
+                              hidden_dim=16, num_heads=2, intermediate_dim=16,
+                              encoder_layers=1, decoder_layers=2, max_caption_length=6,
+                              dropout=0.0)
+    return Captioner(backbone, vocabulary, beam_width=beam_width, length_penalty=0.6)

@@ -1,0 +1,298 @@
+"""The captioner task model: images in, captions out, with attention maps.
+
+Shape legend: B batch, S image side, G patch-grid side, P = G * G patches,
+T caption length, N heads, D hidden size.
+"""
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+from keras import ops
+
+from zoo.captioner import data as data_lib
+from zoo.captioner.backbone import MODEL_KEYS, build_backbone
+from zoo.captioner.decoding import DecoderParts, beam_search
+from zoo.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
+
+WEIGHTS_FILE = "model.weights.h5"
+VOCABULARY_FILE = "vocabulary.json"
+
+
+def model_config(config):
+    """The backbone arguments (see `build_backbone`) from a recipe config dict."""
+    missing = [k for k in MODEL_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"The config lacks the model keys {missing}. "
+                         f"Received: keys={sorted(config)}")
+    return {k: config[k] for k in MODEL_KEYS}
+
+
+class Captioner:
+    """Writes an English caption for an image; Show, Attend and Tell with
+    Transformer blocks (see `zoo.captioner.backbone`).
+
+    Images can be given as file paths (PNG, JPEG, or SVG rendered with
+    cairosvg), encoded PNG/JPEG bytes, or arrays `(H, W, 3|4)` (uint8, or float
+    in [0, 1]); a list of them, or a `(B, H, W, C)` array, is a batch. Every
+    image goes through `zoo.captioner.data.preprocess_image_bytes` (transparent
+    parts on white, padded to a square, resized), the same function as in
+    training and in the exported SavedModel.
+
+    Captions are lower-case words separated by spaces, without punctuation.
+
+    Args:
+        backbone: the functional model of `build_backbone`.
+        vocabulary: its `Vocabulary`.
+        beam_width: default beam width of `caption` (1 is greedy).
+        length_penalty: alpha of the beam-search length normalisation.
+
+    Example:
+
+    ```python
+    import zoo
+
+    captioner = zoo.load("captioner_tuxpaint")
+    captioner.caption(["/usr/share/tuxpaint/stamps/animals/mammals/cat.png"])
+    result = captioner.attention_maps("photo.png")
+    result["words"], result["maps"].shape     # (T,) words, (T, G, G)
+    ```
+    """
+
+    def __init__(self, backbone, vocabulary, beam_width=4, length_penalty=0.6):
+        if not isinstance(vocabulary, Vocabulary):
+            raise TypeError(f"`vocabulary` must be a Vocabulary. "
+                            f"Received: vocabulary of type {type(vocabulary).__name__}")
+        self.backbone = backbone
+        self.vocabulary = vocabulary
+        self.parts = DecoderParts(backbone)
+        if self.parts.head.units != len(vocabulary):
+            raise ValueError(
+                f"The backbone predicts {self.parts.head.units} tokens but the vocabulary has "
+                f"{len(vocabulary)}. Received: vocabulary of size {len(vocabulary)}"
+            )
+        self.image_size = int(self.parts.encoder.input_shape[1])
+        self.grid_size = round(self.parts.encoder.output_shape[1] ** 0.5)
+        self.beam_width = self._check_beam(beam_width)
+        self.length_penalty = float(length_penalty)
+        self._generators = {}
+
+    @staticmethod
+    def _check_beam(beam_width):
+        if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+            raise ValueError(f"`beam_width` must be a positive int. Received: "
+                             f"beam_width={beam_width!r}")
+        return beam_width
+
+    # ------------------------------------------------------------- images
+    def _one_image(self, item, index):
+        if isinstance(item, (str, os.PathLike)):
+            path = pathlib.Path(item)
+            if not path.is_file():
+                raise FileNotFoundError(f"Image file not found: {path} (image {index})")
+            if path.suffix.lower() == ".svg":
+                item = data_lib.render_svg(path, data_lib.cache_dir())
+                if item is None:
+                    raise ValueError(f"Could not render the SVG image {path} (image {index})")
+            else:
+                item = path.read_bytes()
+        if isinstance(item, (bytes, bytearray)):
+            return data_lib.decode_image(bytes(item), self.image_size)
+        array = np.asarray(item)
+        if array.ndim != 3 or array.shape[-1] not in (3, 4) or array.size == 0:
+            raise ValueError(
+                "An image array must have shape (height, width, 3 or 4). "
+                f"Received: image {index} with shape={array.shape}"
+            )
+        if array.dtype != np.uint8:
+            if not np.issubdtype(array.dtype, np.floating):
+                raise ValueError(f"An image array must be uint8 or float in [0, 1]. "
+                                 f"Received: image {index} with dtype={array.dtype}")
+            if array.shape[:2] == (self.image_size, self.image_size) and array.shape[-1] == 3:
+                return np.clip(array, 0.0, 1.0).astype("float32")
+            array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype("uint8")
+        import tensorflow as tf
+
+        return data_lib.decode_image(tf.io.encode_png(array).numpy(), self.image_size)
+
+    def preprocess(self, images):
+        """The model input `(B, S, S, 3)` float32 in [0, 1] for `images` (see class doc)."""
+        batch = isinstance(images, (list, tuple)) or (
+            isinstance(images, np.ndarray) and images.ndim == 4)
+        if batch:
+            items = list(images)
+        else:
+            items = [images]
+        if not items:
+            raise ValueError("`images` must not be empty. Received: images=[]")
+        return np.stack([self._one_image(item, i) for i, item in enumerate(items)])
+
+    # ------------------------------------------------------------- captions
+    def _generator(self, beam_width):
+        if beam_width not in self._generators:
+            def generate(images):
+                return beam_search(self.parts, images, beam_width, self.length_penalty)
+
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                generate = tf.function(generate, reduce_retracing=True)
+            self._generators[beam_width] = generate
+        return self._generators[beam_width]
+
+    def generate_ids(self, pixels, beam_width=None, batch_size=64):
+        """Token ids `(B, L)` for preprocessed images `(B, S, S, 3)`."""
+        beam_width = self._check_beam(self.beam_width if beam_width is None else beam_width)
+        generate = self._generator(beam_width)
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            chunk = ops.convert_to_tensor(np.asarray(pixels[start:start + batch_size], "float32"))
+            out.append(ops.convert_to_numpy(generate(chunk)))
+        return np.concatenate(out, axis=0)
+
+    def caption(self, images, beam_width=None, batch_size=64):
+        """Captions of `images` (see the class doc for the accepted forms).
+
+        Args:
+            images: one image or a batch.
+            beam_width: beam width (default: the captioner's); 1 is greedy.
+            batch_size: images decoded together.
+
+        Returns:
+            A list of captions (str), one per image.
+        """
+        pixels = self.preprocess(images)
+        return [self.vocabulary.decode(row) for row in self.generate_ids(pixels, beam_width,
+                                                                         batch_size)]
+
+    def caption_pixels(self, pixels, beam_width=None, batch_size=64):
+        """Captions of preprocessed images `(B, S, S, 3)` float32 in [0, 1]."""
+        return [self.vocabulary.decode(row) for row in self.generate_ids(pixels, beam_width,
+                                                                         batch_size)]
+
+    def image_features(self, pixels, batch_size=128):
+        """Mean-pooled patch features `(B, D)` of preprocessed images."""
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            chunk = ops.convert_to_tensor(np.asarray(pixels[start:start + batch_size], "float32"))
+            out.append(ops.convert_to_numpy(ops.mean(self.parts.encode(chunk), axis=1)))
+        return np.concatenate(out, axis=0)
+
+    def attention_maps(self, image, beam_width=None, layer=-1):
+        """Per-word attention over the image patches for the generated caption.
+
+        The caption is generated as by `caption`, then run through the decoder
+        again to read each block's cross-attention. The map of word `t` is the
+        attention of the decoder position that predicted it, averaged over
+        heads.
+
+        Args:
+            image: one image (any form `caption` accepts).
+            beam_width: as in `caption`.
+            layer: index of the decoder block whose cross-attention is used, or
+                `"mean"` for the average over blocks.
+
+        Returns:
+            A dict: `"caption"` (str), `"words"` (list of T str), `"maps"`
+            (`(T, G, G)` float32, each summing to 1) and `"image"` (the
+            preprocessed `(S, S, 3)` image).
+        """
+        num_blocks = len(self.parts.blocks)
+        if layer != "mean" and (isinstance(layer, bool) or not isinstance(layer, int)
+                                or not -num_blocks <= layer < num_blocks):
+            raise ValueError(f"`layer` must be 'mean' or a block index in [-{num_blocks}, "
+                             f"{num_blocks}). Received: layer={layer!r}")
+        pixels = self.preprocess(image)
+        if len(pixels) != 1:
+            raise ValueError(f"`attention_maps` takes one image. Received: {len(pixels)} images")
+        ids = self.generate_ids(pixels, beam_width)[0]
+        words = []
+        for i in ids.tolist():
+            if i == Vocabulary.end_id or i < len(SPECIAL_TOKENS):
+                break
+            words.append(self.vocabulary.words[i])
+        # Position t predicts word t, so the last word is not fed back.
+        tokens = np.asarray([[Vocabulary.start_id, *ids[:max(len(words) - 1, 0)]]],
+                            dtype="int32")
+        memory = self.parts.encode(ops.convert_to_tensor(pixels))
+        _, cross = self.parts.teacher_forced(ops.convert_to_tensor(tokens), memory)
+        cross = [ops.convert_to_numpy(ops.cast(c, "float32"))[0] for c in cross]  # (N, T, P)
+        chosen = np.mean(cross, axis=0) if layer == "mean" else cross[layer]
+        maps = chosen.mean(axis=0)[: len(words)]  # (T, P)
+        maps = maps.reshape(len(words), self.grid_size, self.grid_size)
+        return {"caption": " ".join(words), "words": words,
+                "maps": maps.astype("float32"), "image": pixels[0]}
+
+    # ------------------------------------------------------------- export
+    def export(self, path, beam_width=None):
+        """Writes a SavedModel that captions encoded images with TensorFlow alone.
+
+        The signature `serving_default` takes `images`, a 1-D string tensor of
+        encoded PNG or JPEG files, and returns `{"caption": 1-D string tensor}`.
+        The signature `serving_base64` takes the same files as web-safe base64
+        text (`base64.urlsafe_b64encode`), for JSON clients. Decoding,
+        preprocessing, beam search with the cache and the mapping of ids to
+        words all run inside the graph (TensorFlow core ops only).
+
+        Args:
+            path: the SavedModel folder to write.
+            beam_width: beam width of the exported search (default: the
+                captioner's).
+
+        Returns:
+            `path`.
+        """
+        import tensorflow as tf
+
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError("SavedModel export needs the TensorFlow backend. "
+                             f"Received: backend={keras.backend.backend()}")
+        beam_width = self._check_beam(self.beam_width if beam_width is None else beam_width)
+        size = self.image_size
+        parts, penalty = self.parts, self.length_penalty
+        words_table = tf.constant(self.vocabulary.words)
+        first_word = len(SPECIAL_TOKENS)
+
+        def serve(images):
+            pixels = tf.map_fn(
+                lambda d: data_lib.preprocess_image_bytes(d, size), images,
+                fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32),
+            )
+            ids = beam_search(parts, pixels, beam_width, penalty)  # (B, L)
+            before_end = tf.math.cumprod(tf.cast(tf.not_equal(ids, Vocabulary.end_id), tf.int32),
+                                    axis=1) > 0
+            keep = tf.logical_and(before_end, ids >= first_word)
+            words = tf.ragged.boolean_mask(tf.gather(words_table, ids), keep)
+            return {"caption": tf.strings.reduce_join(words, axis=1, separator=" ")}
+
+        def serve_base64(images):
+            return serve(tf.io.decode_base64(images))
+
+        archive = keras.export.ExportArchive()
+        archive.track(self.backbone)
+        signature = [tf.TensorSpec((None,), tf.string, name="images")]
+        archive.add_endpoint("serving_default", serve, input_signature=signature)
+        archive.add_endpoint("serving_base64", serve_base64, input_signature=signature)
+        archive.write_out(str(path), verbose=False)
+        return path
+
+
+def build_captioner(config, vocabulary, weights_path=None):
+    """A `Captioner` built from a recipe config dict, optionally with weights."""
+    backbone = build_backbone(len(vocabulary), **model_config(config))
+    if weights_path is not None:
+        backbone.load_weights(str(weights_path))
+    return Captioner(backbone, vocabulary, beam_width=int(config.get("beam_width", 4)),
+                     length_penalty=float(config.get("length_penalty", 0.6)))
+
+
+def load_captioner(directory, manifest):
+    """The zoo loader: a `Captioner` from a verified checkpoint folder."""
+    directory = pathlib.Path(directory)
+    vocabulary = Vocabulary.from_json((directory / VOCABULARY_FILE).read_text("utf-8"))
+    config = manifest.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"The manifest of {directory} has no config dict. "  # noqa: TRY004
+                         f"Received: config={config!r}")
+    return build_captioner(config, vocabulary, directory / WEIGHTS_FILE)

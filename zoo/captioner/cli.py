@@ -1,0 +1,56 @@
+"""`keras-attention caption`: captions images with the zoo captioner.
+
+```
+keras-attention caption cat.png dog.jpg
+keras-attention caption drawing.svg --explain attention.png
+keras-attention caption cat.png --export /tmp/captioner_savedmodel
+```
+"""
+
+DEFAULT_MODEL = "captioner_tuxpaint_openclipart"
+
+
+def add_parser(subparsers):
+    """Adds the `caption` subcommand."""
+    parser = subparsers.add_parser(
+        "caption", help="caption images (PNG, JPEG or SVG) with the zoo captioner",
+        description="Writes an English caption for each image. With --explain, also "
+                    "draws the first image with a heat map of the attention over the "
+                    "image for every generated word.",
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="zoo model name")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint folder (default: the zoo's)")
+    parser.add_argument("--beam-width", type=int, default=None,
+                        help="beam width (default: the model's; 1 is greedy)")
+    parser.add_argument("--explain", metavar="OUT_PNG", default=None,
+                        help="write the per-word attention overlay of the first image")
+    parser.add_argument("--export", metavar="DIR", default=None,
+                        help="also write a TensorFlow SavedModel (encoded image bytes in, "
+                             "caption out) to DIR")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args):
+    if not args.images and not args.export:
+        raise ValueError("Give at least one IMAGE (or --export DIR). Received: no images")
+    import zoo
+    from zoo.captioner.overlay import draw_attention_overlay
+
+    captioner = zoo.load(args.model, directory=args.checkpoint)
+    if args.images:
+        captions = captioner.caption(args.images, beam_width=args.beam_width)
+        for image, caption in zip(args.images, captions):
+            print(f"{image}\t{caption}")
+    if args.explain:
+        if not args.images:
+            raise ValueError("--explain needs an IMAGE. Received: no images")
+        result = captioner.attention_maps(args.images[0], beam_width=args.beam_width)
+        draw_attention_overlay(result, args.explain)
+        print(f"attention overlay written to {args.explain}")
+    if args.export:
+        captioner.export(args.export, beam_width=args.beam_width)
+        print(f"SavedModel written to {args.export}")
+    return 0

@@ -1,0 +1,142 @@
+"""Cached decoding of the captioner backbone: greedy and beam search.
+
+Written with `keras.ops` (the loop with `keras.ops.while_loop`), so the same code
+runs eagerly, inside a `tf.function`, and so inside the exported SavedModel.
+
+Shape legend: B batch, K beam width, P patches, D hidden size, L decoder
+positions (`max_caption_length`), V vocabulary.
+"""
+
+from keras import ops
+
+from zoo.captioner.vocabulary import Vocabulary
+
+_NEG = -1e9
+
+
+class DecoderParts:
+    """The layers of a backbone (see `build_backbone`) used step by step."""
+
+    def __init__(self, backbone):
+        self.encoder = backbone.get_layer("image_encoder")
+        self.token_embedding = backbone.get_layer("token_embedding")
+        self.position_embedding = backbone.get_layer("position_embedding")
+        self.blocks = []
+        while True:
+            try:
+                self.blocks.append(backbone.get_layer(f"decoder_block_{len(self.blocks)}"))
+            except ValueError:
+                break
+        self.norm = backbone.get_layer("decoder_norm")
+        self.head = backbone.get_layer("logits")
+        self.max_length = self.position_embedding.max_length
+
+    def encode(self, images):
+        """`(B, S, S, 3)` -> patch features `(B, P, D)`."""
+        return self.encoder(images, training=False)
+
+    def _embed(self, tokens, start_index=0):
+        x = self.token_embedding(tokens)  # (B, T, D)
+        return x + self.position_embedding(x, start_index=start_index)
+
+    def decode_step(self, tokens, memory, caches, index):
+        """One new token per row at position `index`: `(B, 1)` -> logits `(B, V)`."""
+        x = self._embed(tokens, index)
+        new_caches = []
+        for block, cache in zip(self.blocks, caches):
+            x, cache = block(x, memory, self_attention_cache=cache,
+                             self_attention_cache_index=index)
+            new_caches.append(cache)
+        logits = self.head(self.norm(x))  # (B, 1, V)
+        return ops.cast(logits[:, 0], "float32"), new_caches
+
+    def teacher_forced(self, tokens, memory):
+        """Logits `(B, T, V)` and per-block cross-attention `(B, N, T, P)` for `tokens`."""
+        x = self._embed(tokens)
+        cross = []
+        for block in self.blocks:
+            x, _, scores = block(x, memory, return_attention_scores=True)
+            cross.append(scores)
+        return ops.cast(self.head(self.norm(x)), "float32"), cross
+
+    def init_caches(self, batch_size, max_length):
+        return [block.init_cache(batch_size, max_length) for block in self.blocks]
+
+
+def _start_buffer(rows, max_length):
+    start = ops.full((rows, 1), Vocabulary.start_id, dtype="int32")
+    return ops.concatenate([start, ops.zeros((rows, max_length), dtype="int32")], axis=1)
+
+
+def _write_column(tokens, index, column):
+    """`tokens[:, index] = column` with a traced `index`."""
+    length = ops.shape(tokens)[1]
+    at = ops.expand_dims(ops.equal(ops.arange(length, dtype="int32"), index), 0)
+    return ops.where(at, ops.expand_dims(column, 1), tokens)
+
+
+def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None):
+    """Captions of `images` by beam search with the self-attention cache.
+
+    Beams are ranked by total log-probability while searching; at the end the
+    beams are compared by `log_prob / ((5 + length) / 6) ** length_penalty`
+    (Wu et al. 2016). `beam_width=1` is greedy decoding. A finished beam
+    continues with `[PAD]` at no cost; `[PAD]`, `[START]` and `[UNK]` are never
+    generated.
+
+    Args:
+        parts: `DecoderParts` of the backbone.
+        images: `(B, S, S, 3)` float in [0, 1].
+        beam_width: K.
+        length_penalty: the exponent alpha above.
+        max_length: decoding steps, at most the decoder positions L.
+
+    Returns:
+        `(B, max_length)` int32 ids after `[START]`: words, `[END]`, then `[PAD]`.
+    """
+    k = int(beam_width)
+    max_length = int(max_length or parts.max_length)
+    batch_size = ops.shape(images)[0]
+    memory = parts.encode(images)  # (B, P, D)
+    memory = ops.repeat(memory, k, axis=0)  # (B*K, P, D)
+    caches = tuple(parts.init_caches(batch_size * k, max_length))
+    tokens = _start_buffer(batch_size * k, max_length)  # (B*K, L + 1)
+    first = ops.concatenate([ops.zeros((1,)), ops.full((k - 1,), _NEG)])  # (K,)
+    scores = ops.tile(first[None, :], [batch_size, 1])  # (B, K)
+    finished = ops.zeros((batch_size, k), dtype="bool")
+    vocab = parts.head.units
+    banned = ops.convert_to_tensor(
+        [i in (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id) for i in range(vocab)]
+    )
+    pad_only = ops.where(ops.arange(vocab) == Vocabulary.pad_id, 0.0, _NEG)  # (V,)
+
+    def cond(i, tokens, caches, scores, finished):
+        return ops.logical_and(i < max_length, ops.logical_not(ops.all(finished)))
+
+    def body(i, tokens, caches, scores, finished):
+        current = ops.slice(tokens, [0, i], [batch_size * k, 1])  # (B*K, 1)
+        logits, caches = parts.decode_step(current, memory, list(caches), i)
+        log_probs = ops.log_softmax(ops.where(banned, _NEG, logits), axis=-1)  # (B*K, V)
+        log_probs = ops.reshape(log_probs, (batch_size, k, vocab))
+        log_probs = ops.where(finished[..., None], pad_only, log_probs)
+        candidates = ops.reshape(scores[..., None] + log_probs, (batch_size, k * vocab))
+        scores, flat = ops.top_k(candidates, k)  # (B, K)
+        beam = flat // vocab
+        next_ids = ops.cast(flat % vocab, "int32")  # (B, K)
+        rows = ops.reshape(ops.arange(batch_size)[:, None] * k + beam, (-1,))  # (B*K,)
+        tokens = ops.take(tokens, rows, axis=0)
+        caches = tuple(ops.take(c, rows, axis=0) for c in caches)
+        finished = ops.take_along_axis(finished, beam, axis=1)
+        finished = ops.logical_or(finished, ops.equal(next_ids, Vocabulary.end_id))
+        tokens = _write_column(tokens, i + 1, ops.reshape(next_ids, (-1,)))
+        return i + 1, tokens, caches, scores, finished
+
+    _, tokens, _, scores, _ = ops.while_loop(
+        cond, body, (ops.convert_to_tensor(0, "int32"), tokens, caches, scores, finished),
+        maximum_iterations=max_length,
+    )
+    tokens = ops.reshape(tokens[:, 1:], (batch_size, k, max_length))
+    lengths = ops.sum(ops.cast(ops.not_equal(tokens, Vocabulary.pad_id), "float32"), axis=-1)
+    normalised = scores / ops.power((5.0 + lengths) / 6.0, length_penalty)  # (B, K)
+    best = ops.argmax(normalised, axis=1)  # (B,)
+    return ops.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]

@@ -1,0 +1,92 @@
+"""Word-level caption vocabulary."""
+
+import collections
+import json
+
+import numpy as np
+
+from zoo.captioner.data import caption_words
+
+PAD, UNK, START, END = "[PAD]", "[UNK]", "[START]", "[END]"
+SPECIAL_TOKENS = (PAD, UNK, START, END)
+
+
+class Vocabulary:
+    """Maps caption words to ids and back.
+
+    Ids 0-3 are `[PAD]`, `[UNK]`, `[START]` and `[END]`; words follow, most
+    frequent first (ties alphabetical). Captions are split with
+    `zoo.captioner.data.caption_words` (lower case, letters and digits), so
+    decoding gives lower-case words joined by spaces. The exported SavedModel
+    maps ids back to words with the same table (`tf.gather` on a constant).
+
+    Args:
+        words: the words after the special tokens, in id order.
+
+    Example:
+
+    >>> vocab = Vocabulary.build(["A red car.", "A red hat."], min_count=2)
+    >>> vocab.words
+    ['[PAD]', '[UNK]', '[START]', '[END]', 'a', 'red']
+    >>> vocab.encode("A red bus.", max_length=6)
+    array([2, 4, 5, 1, 3, 0], dtype=int32)
+    """
+
+    def __init__(self, words):
+        words = list(words)
+        if any(not isinstance(w, str) or not w or w in SPECIAL_TOKENS for w in words):
+            raise ValueError(
+                "`words` must be non-empty strings other than the special tokens "
+                f"{SPECIAL_TOKENS}. Received: words={words[:10]!r}..."
+            )
+        if len(set(words)) != len(words):
+            raise ValueError("`words` must not repeat a word. Received: duplicates in words")
+        self.words = [*SPECIAL_TOKENS, *words]
+        self._ids = {w: i for i, w in enumerate(self.words)}
+
+    pad_id, unk_id, start_id, end_id = 0, 1, 2, 3
+
+    @classmethod
+    def build(cls, captions, min_count=2, max_size=None):
+        """A vocabulary of the words seen at least `min_count` times in `captions`."""
+        counts = collections.Counter(w for c in captions for w in caption_words(c))
+        ranked = sorted((w for w, n in counts.items() if n >= min_count),
+                        key=lambda w: (-counts[w], w))
+        if max_size is not None:
+            ranked = ranked[: max(0, max_size - len(SPECIAL_TOKENS))]
+        return cls(ranked)
+
+    def __len__(self):
+        return len(self.words)
+
+    def encode(self, caption, max_length):
+        """`[START] w1 ... wn [END]` padded with `[PAD]` (0) to `max_length` ids.
+
+        Words past `max_length - 2` are cut (the `[END]` is always kept).
+        """
+        words = caption_words(caption)[: max_length - 2]
+        ids = [self.start_id, *(self._ids.get(w, self.unk_id) for w in words), self.end_id]
+        out = np.zeros((max_length,), dtype="int32")
+        out[: len(ids)] = ids
+        return out
+
+    def decode(self, ids):
+        """The words of `ids` up to the first `[END]`, skipping special tokens."""
+        words = []
+        for i in np.asarray(ids).reshape(-1).tolist():
+            if i == self.end_id:
+                break
+            if i >= len(SPECIAL_TOKENS) and i < len(self.words):
+                words.append(self.words[i])
+        return " ".join(words)
+
+    def to_json(self):
+        return json.dumps({"words": self.words[len(SPECIAL_TOKENS):]}, indent=0)
+
+    @classmethod
+    def from_json(cls, text):
+        payload = json.loads(text)
+        if not isinstance(payload, dict) or not isinstance(payload.get("words"), list):
+            raise ValueError("A vocabulary file must hold {\"words\": [...]}. "  # noqa: TRY004
+                             f"Received: {str(text)[:80]!r}")
+        return cls(payload["words"])
