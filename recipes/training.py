@@ -223,6 +223,12 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 os.remove(os.path.join(self.backup_dir, old))
 
 
+def _replicas_on_cpu(strategy):
+    """True for a multi-replica tf.distribute strategy whose devices are all CPUs."""
+    devices = getattr(getattr(strategy, "extended", None), "worker_devices", ())
+    return len(devices) > 1 and all("CPU" in d.upper() for d in devices)
+
+
 def read_state(workdir):
     """The saved training state of `workdir`, or None when there is none."""
     path = os.path.join(workdir, "backup", "state.json")
@@ -285,6 +291,14 @@ def fit(
     state = read_state(config.workdir)
     initial_epoch = state["epoch"] if state else 0
 
+    jit_compile = config.jit_compile
+    if jit_compile and _replicas_on_cpu(strategy):
+        # TensorFlow's XLA cannot compile a step whose mirrored variables live on
+        # several logical CPU devices ("resource ... located in device CPU:1 from
+        # device CPU:0"); GPU and TPU replicas compile fine.
+        print("jit_compile disabled: XLA does not support mirrored replicas on CPU devices.")
+        jit_compile = False
+
     with strategy.scope():
         model = build_model()
         schedule = WarmupCosineSchedule(
@@ -302,7 +316,7 @@ def fit(
             optimizer=optimizer,
             loss=loss,
             metrics=metrics,
-            jit_compile=config.jit_compile,
+            jit_compile=jit_compile,
         )
         if state:
             # Build the optimizer so its state loads with the weights.
