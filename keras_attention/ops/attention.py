@@ -68,6 +68,20 @@ def check_broadcastable(name, x, target):
             )
 
 
+def empty_attention(query, key, value):
+    """Zeros `(B, T, N, V)` when a static batch, query or key size is 0, else None.
+
+    A query with no key attends nothing, so its output is zeros; with no queries
+    or no batch the output is empty. Block-wise computations cannot slice or
+    reduce empty axes, so they return this instead.
+    """
+    b, t, n = query.shape[0], query.shape[1], query.shape[2]
+    if 0 not in (b, t, key.shape[0], key.shape[1]):
+        return None
+    shape = (ops.shape(query)[0], ops.shape(query)[1], n, value.shape[-1])
+    return ops.zeros(shape, dtype=query.dtype)
+
+
 def prepare_mask(mask, causal, query_length, key_length, target):
     """Combine a user mask with the causal mask into one boolean rank-4 mask or None."""
     if mask is not None:
@@ -136,6 +150,14 @@ def scaled_dot_product_attention(
     t_dyn, s_dyn = ops.shape(query)[1], ops.shape(key)[1]
     use_dropout = dropout_rate > 0.0 and bool(training)
 
+    if mask is not None:
+        check_broadcastable("mask", ops.convert_to_tensor(mask), target)
+    empty = empty_attention(query, key, value)
+    if empty is not None:  # TensorFlow's einsum rejects some zero-size operands
+        if not return_weights:
+            return empty
+        shape = (ops.shape(query)[0], n, ops.shape(query)[1], ops.shape(key)[1])
+        return empty, ops.zeros(shape, dtype="float32")
     # keras.ops.dot_product_attention needs equal key and value head dims (JAX).
     if not return_weights and not use_dropout and value.shape[-1] == h:
         return _fast_attention(query, key, value, mask, bias, causal, scale, n // k,
@@ -156,8 +178,11 @@ def _fast_attention(query, key, value, mask, bias, causal, scale, groups, t, s, 
     value = repeat_kv_heads(value, groups)
     if bias is not None:
         bias = ops.cast(bias, "float32")
+    # Scale the queries before the logits matmul (as the einsum path does): in
+    # float16 the unscaled products can overflow where the scaled logits do not.
     output = ops.dot_product_attention(
-        query, key, value, bias=bias, mask=mask, scale=scale, is_causal=native_causal
+        query * ops.cast(scale, query.dtype), key, value, bias=bias, mask=mask, scale=1.0,
+        is_causal=native_causal,
     )
     if mask is not None:
         row_valid = ops.any(mask, axis=-1)  # (B|1, N|1, T)
@@ -169,11 +194,12 @@ def _fast_attention(query, key, value, mask, bias, causal, scale, groups, t, s, 
 def _einsum_attention(query, key, value, mask, bias, scale, dropout_rate, seed):
     """Explicit einsum path: returns output (B, T, N, V) and weights (B, N, T, S)."""
     b, t, n, h = ops.shape(query)
+    s = ops.shape(key)[1]  # explicit sizes, not -1: T or S may be 0
     k = key.shape[2]
     g = query.shape[2] // k
     q = ops.reshape(query * ops.cast(scale, query.dtype), (b, t, k, g, h))
     logits = ops.einsum("btkgh,bskh->bkgts", q, key)  # (B, K, G, T, S)
-    logits = ops.reshape(ops.cast(logits, "float32"), (b, n, t, -1))  # (B, N, T, S)
+    logits = ops.reshape(ops.cast(logits, "float32"), (b, n, t, s))  # (B, N, T, S)
     if bias is not None:
         logits = logits + ops.cast(bias, "float32")
     if mask is not None:
@@ -183,7 +209,7 @@ def _einsum_attention(query, key, value, mask, bias, scale, dropout_rate, seed):
         weights = ops.where(mask, weights, 0.0)  # fully masked rows -> zeros
     if dropout_rate > 0.0:
         weights = keras.random.dropout(weights, dropout_rate, seed=seed)
-    probs = ops.reshape(ops.cast(weights, value.dtype), (b, k, g, t, -1))
+    probs = ops.reshape(ops.cast(weights, value.dtype), (b, k, g, t, s))
     output = ops.einsum("bkgts,bskv->btkgv", probs, value)  # (B, T, K, G, V)
     output = ops.reshape(output, (b, t, n, value.shape[-1]))
     return ops.cast(output, query.dtype), weights

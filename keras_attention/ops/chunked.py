@@ -19,7 +19,7 @@ import math
 
 from keras import ops
 
-from keras_attention.ops.attention import check_broadcastable, check_qkv
+from keras_attention.ops.attention import check_broadcastable, check_qkv, empty_attention
 from keras_attention.utils.validation import check_positive_int
 
 # Finite stand-in for -inf on masked logits: keeps `exp(m_old - m_new)` free of NaN.
@@ -91,6 +91,9 @@ def chunked_attention(
         bias = ops.convert_to_tensor(bias)
         check_broadcastable("bias", bias, target)
     scale = 1.0 / math.sqrt(h) if scale is None else float(scale)
+    empty = empty_attention(query, key, value)
+    if empty is not None:  # no batch, query or key: nothing to loop over
+        return empty
     plan = _ChunkPlan(query, key, mask, bias, bool(causal), scale,
                       query_chunk_size, key_chunk_size)
     if bias is None:

@@ -12,7 +12,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_attention.ops.attention import check_qkv
+from keras_attention.ops.attention import check_qkv, empty_attention
 from keras_attention.ops.sliding_window import key_padding_mask
 from keras_attention.utils.validation import check_choice, check_positive_int
 
@@ -137,13 +137,18 @@ def linear_attention(
             f"feature_map='favor+'. Received: feature_map={feature_map!r}"
         )
     key_mask = None if mask is None else key_padding_mask(mask, b, s, ops.shape(key)[1])
+    empty = empty_attention(query, key, value)
+    if empty is not None:  # no batch, query or key (FAVOR+ maxima need one)
+        return empty
 
     g = n // k
     b_dyn, t_dyn = ops.shape(query)[0], ops.shape(query)[1]
     q = ops.reshape(ops.cast(query, "float32"), (b_dyn, t_dyn, k, g, h))  # (B, T, K, G, H)
-    phi_q = _features(q, feature_map, random_features, is_query=True)  # (B, T, K, G, M)
+    rescale = eps == 0  # per-row feature scales cancel only without eps
+    phi_q = _features(q, feature_map, random_features, is_query=True,
+                      rescale=rescale)  # (B, T, K, G, M)
     phi_k = _features(ops.cast(key, "float32"), feature_map, random_features,
-                      is_query=False, key_mask=key_mask)  # (B, S, K, M)
+                      is_query=False, key_mask=key_mask, rescale=rescale)  # (B, S, K, M)
     if key_mask is not None:
         phi_k = phi_k * ops.cast(key_mask, "float32")[:, :, None, None]
     v = ops.cast(value, "float32")  # (B, S, K, V)
@@ -181,31 +186,53 @@ def _favor_projection(head_dim, num_random_features, seed, random_features):
     return random_features
 
 
-def _features(x, feature_map, projection, is_query, key_mask=None):
-    """Non-negative features phi(x) `(..., M)` of float32 `x (..., H)`."""
-    if feature_map == "elu":
-        return ops.elu(x) + 1.0
+def _features(x, feature_map, projection, is_query, key_mask=None, rescale=True):
+    """Non-negative features phi(x) `(..., M)` of float32 `x (..., H)`.
+
+    With `rescale` (the ratio is invariant: `eps == 0`), the features are divided by
+    a positive constant per query, and by one constant shared by all keys of a
+    (batch, head): both cancel between numerator and denominator, and they keep
+    the largest feature at 1, so that large inputs (e.g. logits times 100) do not
+    underflow every feature of a row to 0. Masked keys are left out of the key
+    constant; their features are zeroed by the caller.
+    """
     if feature_map == "relu":
         return ops.relu(x)
+    masked = key_mask is not None and not is_query
+    if feature_map == "elu":
+        if not rescale:
+            return ops.elu(x) + 1.0
+        # elu(x) + 1 = exp(x) for x <= 0: the shift max(x) only matters (is < 0)
+        # when every entry is negative, so positive entries keep x + 1.
+        shift = ops.minimum(_shared_max(x, is_query, key_mask), 0.0)
+        if masked:  # zeroed later; keep their exponent finite meanwhile
+            x = ops.where(key_mask[:, :, None, None], x, shift)
+        return ops.where(x > 0.0, x + 1.0, ops.exp(ops.minimum(x, 0.0) - shift))
     h, m = projection.shape
     x = x * (float(h) ** -0.25)
     wx = ops.einsum("...h,hm->...m", x, projection)  # (..., M)
     sq = 0.5 * ops.sum(x * x, axis=-1, keepdims=True)  # (..., 1)
+    exponent = wx - sq if rescale else wx  # the shift comes from this
+    shift = _shared_max(exponent, is_query, key_mask)
+    if masked:  # zeroed later; keep their exponent finite meanwhile
+        exponent = ops.where(key_mask[:, :, None, None], exponent, shift)
+    if rescale:
+        return ops.exp(exponent - shift) / math.sqrt(m)
+    return ops.exp(exponent - sq - shift) / math.sqrt(m)
+
+
+def _shared_max(x, is_query, key_mask):
+    """Per-query max over the last axis, or for keys `(B, S, K, M)` the max over
+    (S, M) per (B, K) among the unmasked keys (0 when all are masked); no gradient."""
     if is_query:
-        # A per-query constant cancels between numerator and denominator.
-        shift = ops.max(wx, axis=-1, keepdims=True)
+        shift = ops.max(x, axis=-1, keepdims=True)
+    elif key_mask is None:
+        shift = ops.max(x, axis=(1, 3), keepdims=True)  # (B, 1, K, 1)
     else:
-        # Keys need one constant for all of them: the max over (S, M) per (B, K).
-        if key_mask is None:
-            shift = ops.max(wx, axis=(1, 3), keepdims=True)  # (B, 1, K, 1)
-        else:
-            real = key_mask[:, :, None, None]  # (B|1, S, 1, 1)
-            shift = ops.max(ops.where(real, wx, -1e30), axis=(1, 3), keepdims=True)
-            shift = ops.where(shift > -1e29, shift, 0.0)  # every key masked
-            # Masked keys are zeroed later; keep their exponent finite meanwhile.
-            wx = ops.where(real, wx, ops.stop_gradient(shift))
-    shift = ops.stop_gradient(shift)
-    return ops.exp(wx - sq - shift) / math.sqrt(m)
+        real = key_mask[:, :, None, None]  # (B|1, S, 1, 1)
+        shift = ops.max(ops.where(real, x, -1e30), axis=(1, 3), keepdims=True)
+        shift = ops.where(shift > -1e29, shift, 0.0)  # every key masked
+    return ops.stop_gradient(shift)
 
 
 def _causal_sums(phi_q, phi_k, v, chunk, t, s):

@@ -10,7 +10,7 @@ import math
 
 from keras import ops
 
-from keras_attention.ops.attention import MASK_VALUE, check_qkv
+from keras_attention.ops.attention import MASK_VALUE, check_qkv, empty_attention
 from keras_attention.utils.validation import check_positive_int
 
 # Default smallest block: tiny blocks make many tiny matrix products.
@@ -70,6 +70,9 @@ def sliding_window_attention(
     scale = 1.0 / math.sqrt(h) if scale is None else float(scale)
     b_dyn, t_dyn, s_dyn = ops.shape(query)[0], ops.shape(query)[1], ops.shape(key)[1]
     key_mask = None if mask is None else key_padding_mask(mask, b, s, s_dyn)
+    empty = empty_attention(query, key, value)
+    if empty is not None:  # no batch, query or key: no block to gather
+        return empty
     if block_size is None:
         block_size = max(window_size, _MIN_DEFAULT_BLOCK)
     if isinstance(t, int):

@@ -8,7 +8,12 @@ import keras
 from keras import ops
 
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.utils.validation import check_positive_int, check_rank, check_rate
+from keras_attention.utils.validation import (
+    check_floating,
+    check_positive_int,
+    check_rank,
+    check_rate,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -132,6 +137,9 @@ class AttentionPooling(keras.layers.Layer):
 
     def call(self, inputs, mask=None, return_attention_scores=False, training=None):
         check_rank("inputs", inputs.shape, 3, "(batch, seq, features)")
+        # The learned queries are cast to the inputs' dtype: integer inputs (token
+        # ids instead of embeddings) would truncate them.
+        check_floating("inputs", inputs)
         if mask is not None:
             mask = ops.convert_to_tensor(mask)
             expected = tuple(inputs.shape[:2])

@@ -19,6 +19,7 @@ from keras_attention import masks as masks_lib
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     check_no_logits_bias,
+    empty_result,
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
@@ -26,6 +27,8 @@ from keras_attention.layers.attention.sparse_attention import (
     blockwise_call,
     block_output,
     check_same_length,
+    compute_with_pattern_rows,
+    dense_rows,
     gather_valid,
     joint_softmax,
     logical_and,
@@ -228,11 +231,17 @@ class BlockSparseAttention(MultiHeadAttention):
 
     def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
                            return_attention_scores, causal=False):
-        return super()._compute_attention(query, key, value, mask, causal, training,
-                                          return_attention_scores)
+        return compute_with_pattern_rows(
+            self, lambda: super(BlockSparseAttention, self)._compute_attention(
+                query, key, value, mask, causal, training, return_attention_scores
+            )
+        )
 
     def _attend(self, query, key, value, mask, bias, causal, training, return_weights):
         """`mask` is None, `(B, 1, 1, T)` or `(B, 1, T, T)`; returns `(B, T, N, V)`."""
+        empty = empty_result(query, key, value, return_weights)
+        if empty is not None:  # T == 0 or B == 0: no block
+            return empty
         rate = self.dropout if training else 0.0
         t = query.shape[1]
         if return_weights:  # dense, with the pattern as the mask
@@ -241,11 +250,14 @@ class BlockSparseAttention(MultiHeadAttention):
                 self.num_random_blocks, self.seed, causal,
             )  # (T, T)
             mask = masks_lib.merge_masks(pattern[None, None], mask)  # (B|1, 1, T, T)
+            self._pattern_rows = dense_rows(mask)
             return scaled_dot_product_attention(
                 query, key, value, mask=mask, dropout_rate=rate, training=bool(training),
                 seed=self.seed_generator, return_weights=True,
             )
-        return self._block_sparse_attention(query, key, value, mask, causal, rate), None
+        output, self._pattern_rows = self._block_sparse_attention(query, key, value, mask,
+                                                                  causal, rate)
+        return output, None
 
     # ------------------------------------------------------------------ blocks
     def _block_sparse_attention(self, query, key, value, mask, causal, rate):
@@ -259,7 +271,7 @@ class BlockSparseAttention(MultiHeadAttention):
         q = pad_sequence(scaled, tp, t)  # (B, Tp, N, H)
         kp = pad_sequence(key, tp, t)  # (B, Tp, K, H)
         vp = pad_sequence(value, tp, t)  # (B, Tp, K, V)
-        outputs = []
+        outputs, rows = [], []  # per part: (B, T_part, N, V) and (B, T_part)
 
         if rg:  # global query blocks: dense over every key
             qg = ops.reshape(q[:, : rg * c], (b, rg * c, k, g, h))  # (B, Rg*C, K, G, H)
@@ -279,6 +291,7 @@ class BlockSparseAttention(MultiHeadAttention):
             probs = joint_softmax([logits], [valid])
             out = block_output(parts, probs, value.dtype, rate, self.seed_generator)
             outputs.append(ops.reshape(out, (b, rg * c, n, v_dim)))  # (B, Rg*C, N, V)
+            rows.append(ops.broadcast_to(ops.any(valid, axis=-1), (b, rg * c)))
 
         if r > rg:  # the other query blocks: gathered key blocks
             rn = r - rg
@@ -313,9 +326,12 @@ class BlockSparseAttention(MultiHeadAttention):
             probs = joint_softmax([logits], [valid])
             out = block_output(parts, probs, value.dtype, rate, self.seed_generator)
             outputs.append(ops.reshape(out, (b, rn * c, n, v_dim)))  # (B, Rn*C, N, V)
+            part = ops.broadcast_to(ops.any(valid, axis=-1), (b, rn, c))  # (B, Rn, C)
+            rows.append(ops.reshape(part, (b, rn * c)))
 
         out = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=1)
-        return ops.cast(out[:, :t], query.dtype)  # (B, T, N, V)
+        rows = rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=1)  # (B, Tp)
+        return ops.cast(out[:, :t], query.dtype), rows[:, :t]  # (B, T, N, V), (B, T)
 
     def get_config(self):
         config = super().get_config()

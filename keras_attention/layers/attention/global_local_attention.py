@@ -23,6 +23,7 @@ from keras_attention.layers.attention.multi_head_attention import MultiHeadAtten
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     check_no_logits_bias,
+    empty_result,
     reject_arguments,
 )
 from keras_attention.ops.attention import scaled_dot_product_attention
@@ -274,6 +275,9 @@ class GlobalLocalAttention(MultiHeadAttention):
         is_global_query, is_global_key, positions, slot_valid = self._global_tokens(
             q, k, global_mask
         )
+        empty = empty_result(q, k, v, return_weights)
+        if empty is not None:  # B, T or S is 0: no block, no global row, no key
+            return empty + (ops.zeros((ops.shape(q)[0], t_dyn), dtype="bool"),)
         if return_weights or (global_mask is not None and positions is None):
             band = masks_lib.sliding_window_mask(t_dyn, self.window_size, s_dyn, causal)
             pattern = ops.logical_or(

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from keras_attention.ops.attention import MASK_VALUE
-from keras_attention.utils.validation import check_positive_int, check_rank
+from keras_attention.utils.validation import check_floating, check_positive_int, check_rank
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -174,8 +174,10 @@ class HierarchicalAttention(keras.layers.Layer):
         return pooled, weights
 
     def call(self, inputs, mask=None, return_attention_scores=False, training=None):
-        inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        inputs = ops.convert_to_tensor(inputs)
         check_rank("inputs", inputs.shape, 4, "(batch, sentences, words, features)")
+        check_floating("inputs", inputs)  # word features, not token ids
+        inputs = ops.cast(inputs, self.compute_dtype)
         word_mask = None if mask is None else self._check_mask(inputs, mask)  # (B, S, W)
 
         u_words = self.word_projection(inputs)  # (B, S, W, U)

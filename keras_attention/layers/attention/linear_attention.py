@@ -209,7 +209,11 @@ class LinearAttention(MultiHeadAttention):
         output, _ = self._attend(q, k, v, mask=mask.key, bias=None, causal=causal,
                                  training=training, return_weights=False)  # (B, T, N, V)
         rows = None
-        if mask.key is not None or (causal and not static_le(q.shape[1], k.shape[1])):
+        # Rows with no key: padded keys, queries before the first key when causal, or
+        # no key at all (S == 0; the output projection's bias must not leak out).
+        no_keys = not static_le(1, k.shape[1])
+        if (mask.key is not None or no_keys
+                or (causal and not static_le(q.shape[1], k.shape[1]))):
             t, s = ops.shape(q)[1], ops.shape(k)[1]
             rows = rows_with_keys(mask.key, t, s, None, causal)  # (B|1, T)
         rows = masks_lib.merge_masks(rows, mask.query)

@@ -21,7 +21,11 @@ from keras_attention.layers.attention.variant_utils import (
     check_no_logits_bias,
     reject_arguments,
 )
-from keras_attention.ops.attention import MASK_VALUE, scaled_dot_product_attention
+from keras_attention.ops.attention import (
+    MASK_VALUE,
+    empty_attention,
+    scaled_dot_product_attention,
+)
 from keras_attention.ops.sliding_window import sliding_window_attention
 from keras_attention.utils.validation import check_bool, check_positive_int
 
@@ -383,6 +387,9 @@ def blocked_band_attention(
         key) and `rows (B|1, T)`, True where a query has an allowed key.
     """
     b_dyn, t_dyn, s_dyn = ops.shape(query)[0], ops.shape(query)[1], ops.shape(key)[1]
+    empty = empty_attention(query, key, value)
+    if empty is not None:  # B, T or S is 0: no block to gather
+        return empty, ops.zeros((b_dyn, t_dyn), dtype="bool")
     t = query.shape[1]
     n, k, h, v_dim = query.shape[2], key.shape[2], query.shape[3], value.shape[3]
     g, w = n // k, window_size

@@ -19,7 +19,7 @@ from keras_attention.layers.attention.variant_utils import (
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE
+from keras_attention.ops.attention import MASK_VALUE, empty_attention
 from keras_attention.utils.validation import check_positive_int
 
 # Logit of a query for its own position: far below any real logit, far above masked
@@ -251,11 +251,22 @@ class LSHAttention(MultiHeadAttention):
         v = self._value_dense(value)  # (B, T, N, V)
         if self.position_encoding is not None:
             q, _ = self.position_encoding.transform_query_key(q, q, 0, 0)
-        output = self._lsh_attention(q, v, mask, causal, training)  # (B, T, N, V)
-        return self._output_dense(output), None
+        output, rows = empty_attention(q, q, v), None  # zeros when T == 0 or B == 0
+        if output is None:
+            output, rows = self._lsh_attention(q, v, mask, causal, training)
+        output = self._output_dense(output)  # (B, T, O)
+        if rows is not None:
+            # Rows with no allowed key in any chunk of any head or round: zeros, not
+            # the output projection's bias (the base class only sees the masks).
+            output = output * ops.cast(rows[:, :, None], output.dtype)
+        return output, None
 
     def _lsh_attention(self, query, value, mask, causal, training):
-        """Shared-QK LSH attention on per-head tensors; returns `(B, T, N, V)`."""
+        """Shared-QK LSH attention on per-head tensors.
+
+        Returns `(B, T, N, V)` and `(B, T)`, True where a query has an allowed key
+        in its chunks for some head and round.
+        """
         b, t = ops.shape(query)[0], ops.shape(query)[1]
         rounds, buckets, chunk = self.num_hashes, self._num_buckets, self.bucket_size
         num_chunks = (t + chunk - 1) // chunk
@@ -342,9 +353,11 @@ class LSHAttention(MultiHeadAttention):
             output = ops.sum(out * weights, axis=2)  # (B, N, L, V)
         else:
             output = out[:, :, 0]  # (B, N, L, V)
-        output = output * ops.cast(ops.any(any_allowed, axis=2), "float32")[..., None]
+        any_allowed = ops.any(any_allowed, axis=2)  # (B, N, L)
+        output = output * ops.cast(any_allowed, "float32")[..., None]
         output = ops.transpose(output, (0, 2, 1, 3))[:, :t]  # (B, T, N, V)
-        return ops.cast(output, query.dtype)
+        rows = ops.any(any_allowed, axis=1)[:, :t]  # (B, T)
+        return ops.cast(output, query.dtype), rows
 
     @staticmethod
     def _pair_mask(mask, qp, kp, t):

@@ -17,7 +17,7 @@ from keras_attention.layers.attention.variant_utils import (
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, repeat_kv_heads
+from keras_attention.ops.attention import MASK_VALUE, empty_attention, repeat_kv_heads
 from keras_attention.utils.validation import check_positive_int
 
 # No attention weights are formed, so there is no dropout (nor a dropout seed).
@@ -215,6 +215,9 @@ class NystromAttention(MultiHeadAttention):
 
     def _nystrom(self, query, key, value, query_valid, key_valid):
         """Nystrom attention on per-head tensors; returns `(B, T, N, V)`."""
+        empty = empty_attention(query, key, value)
+        if empty is not None:  # B, T or S is 0: no landmark
+            return empty
         groups = self.num_heads // key.shape[2]
         scale = 1.0 / math.sqrt(self.key_dim)
         q = ops.cast(query, "float32") * scale  # (B, T, N, H)

@@ -20,6 +20,7 @@ from keras_attention.layers.attention.variant_utils import (
     apply_query_mask,
     check_no_logits_bias,
     checked_query_mask,
+    empty_result,
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
@@ -143,6 +144,38 @@ def block_output(parts, probs, value_dtype, dropout, seed_generator):
         out = combine(ops.cast(p, value_dtype))
         output = out if output is None else output + out
     return output
+
+
+def rows_with_keys(valids, batch, length, num_blocks, block_size):
+    """`(B, T)`: True where a query has an allowed key in one of the parts' `valids`,
+    boolean `(B|1, R, C|1, L_i)`."""
+    rows = None
+    for valid in valids:
+        part = ops.any(valid, axis=-1)  # (B|1, R, C|1)
+        rows = part if rows is None else ops.logical_or(rows, part)
+    rows = ops.broadcast_to(rows, (batch, num_blocks, block_size))  # (B, R, C)
+    return ops.reshape(rows, (batch, num_blocks * block_size))[:, :length]
+
+
+def compute_with_pattern_rows(layer, compute):
+    """Run `compute()`, MultiHeadAttention's `_compute_attention`, and zero the output
+    rows `(B, T, O)` of queries with no allowed key under the pattern and the masks.
+
+    The base class zeroes the rows that the masks leave empty, but not the rows
+    that only the pattern empties; without this their output would be the output
+    projection's bias. `_attend` records the rows in `layer._pattern_rows`.
+    """
+    layer._pattern_rows = None
+    output, scores = compute()
+    rows, layer._pattern_rows = layer._pattern_rows, None
+    if rows is not None:
+        output = output * ops.cast(rows[:, :, None], output.dtype)
+    return output, scores
+
+
+def dense_rows(mask):
+    """`(B|1, T)` rows with an allowed key in a merged `(B|1, 1, T, S)` mask."""
+    return ops.any(mask[:, 0], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -302,20 +335,29 @@ class SparseAttention(MultiHeadAttention):
 
     def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
                            return_attention_scores, causal=False):
-        return super()._compute_attention(query, key, value, mask, causal, training,
-                                          return_attention_scores)
+        return compute_with_pattern_rows(
+            self, lambda: super(SparseAttention, self)._compute_attention(
+                query, key, value, mask, causal, training, return_attention_scores
+            )
+        )
 
     def _attend(self, query, key, value, mask, bias, causal, training, return_weights):
         """`mask` is None, `(B, 1, 1, T)` or `(B, 1, T, T)`; returns `(B, T, N, V)`."""
+        empty = empty_result(query, key, value, return_weights)
+        if empty is not None:  # T == 0 or B == 0: no block
+            return empty
         rate = self.dropout if training else 0.0
         if return_weights:  # dense, with the pattern as the mask
             pattern = self._pattern_mask(seq_length(query), causal)  # (T, T)
             mask = masks_lib.merge_masks(pattern[None, None], mask)  # (B|1, 1, T, T)
+            self._pattern_rows = dense_rows(mask)
             return scaled_dot_product_attention(
                 query, key, value, mask=mask, dropout_rate=rate, training=bool(training),
                 seed=self.seed_generator, return_weights=True,
             )
-        return self._sparse_attention(query, key, value, mask, causal, rate), None
+        output, self._pattern_rows = self._sparse_attention(query, key, value, mask,
+                                                            causal, rate)
+        return output, None
 
     def _pattern_mask(self, length, causal):
         if self.pattern == "strided":
@@ -352,7 +394,8 @@ class SparseAttention(MultiHeadAttention):
         out = block_output(parts, probs, value.dtype, rate,
                            self.seed_generator)  # (B, R, C, K, G, V)
         out = ops.reshape(out, (b, tp, n, v_dim))[:, :t]  # (B, T, N, V)
-        return ops.cast(out, query.dtype)
+        rows = rows_with_keys([p[1] for p in parts], b, t, r, c)  # (B, T)
+        return ops.cast(out, query.dtype), rows
 
     @staticmethod
     def _local_blocks(q, kb, vb, query_pos, r, c, num_blocks, band, valid_at, xp):

@@ -8,6 +8,7 @@ from keras import ops
 from keras_attention.layers.encodings.attention_position_encoding import (
     AttentionPositionEncoding,
 )
+from keras_attention.ops.attention import empty_attention
 
 # MultiHeadAttention arguments about its dense implementations, unused by variants.
 UNUSED_ARGUMENTS = ("implementation", "query_chunk_size", "key_chunk_size")
@@ -34,6 +35,20 @@ def check_no_logits_bias(layer_name, encoding, received):
             "position encoding that adds a logits bias (ALiBi, T5, Shaw); use "
             f"'rotary'. Received: position_encoding={received!r}"
         )
+
+
+def empty_result(query, key, value, return_weights):
+    """`(zeros (B, T, N, V), zero weights (B, N, T, S) or None)` when a static batch,
+    query or key size is 0 (block-wise code cannot cut empty axes), else None."""
+    output = empty_attention(query, key, value)
+    if output is None:
+        return None
+    weights = None
+    if return_weights:
+        shape = (ops.shape(query)[0], query.shape[2], ops.shape(query)[1],
+                 ops.shape(key)[1])
+        weights = ops.zeros(shape, dtype="float32")
+    return output, weights
 
 
 def checked_query_mask(layer, query, value, key, query_mask):
