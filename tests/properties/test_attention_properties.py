@@ -332,15 +332,6 @@ def test_equals_dense_attention_with_its_pattern(spec, data):
 # Layers that zero "no key" rows only through BaseAttention's row check, which
 # does not treat a key length of 0 without a mask as "no key": the output is then the
 # output projection's bias.
-_BASE_ZERO_KEY_GAP = (
-    "BaseAttention._valid_rows returns None when no mask is given, so with key "
-    "length 0 the rows keep the output projection's bias instead of zeros"
-)
-_ZERO_KEY_GAP_LAYERS = {"MultiHeadAttention", "TalkingHeadsAttention",
-                        "AdaptiveSpanAttention", "CrossModalAttention", "AttentionPooling",
-                        "LowRankAttention", "NystromAttention"}
-
-
 def _zero_size_params():
     params = []
     # Every class, and the chunked MHA (its own op); other variants share the code.
@@ -353,12 +344,7 @@ def _zero_size_params():
         else:
             shapes = [(0, 3, 3), (2, 0, 3), (2, 3, 0), (2, 0, 0)]
         for shape in shapes:
-            no_key = shape[2] == 0 if spec.kind == "attention" else shape[1] == 0
-            marks = ()
-            if no_key and shape[0] and spec.name in _ZERO_KEY_GAP_LAYERS and (
-                    spec.kind != "attention" or shape[1]):
-                marks = pytest.mark.xfail(strict=True, reason=_BASE_ZERO_KEY_GAP)
-            params.append(pytest.param(spec, shape, marks=marks,
+            params.append(pytest.param(spec, shape,
                                        id=f"{spec.id}-{'x'.join(map(str, shape))}"))
     return params
 

@@ -5,9 +5,8 @@ masks of the wrong shape must raise `ValueError` or `TypeError` whose message na
 the offending argument and shows what was received, never a backend-internal error
 (`InvalidArgumentError`, a NumPy broadcasting error) and never a silent broadcast.
 
-Cases that still fail because the shared check belongs in `BaseAttention` are
-marked `xfail(strict=True)` with the reason, so they turn into failures (to be
-unmarked) once the check exists.
+The dtype and batch-size checks of the attention layers are shared, in
+`BaseAttention._attention_call` and `BaseAttention._check_input_shapes`.
 """
 
 import re
@@ -173,41 +172,13 @@ HIERARCHICAL_CASES = {
 
 # Gaps of the shared BaseAttention input checks (not in a layer's own code). Each entry:
 # case -> (reason, layers that currently pass the case anyway).
-_DTYPE_GAP = (
-    "BaseAttention checks the ranks of query/value/key but not their dtypes: integer "
-    "inputs are silently cast by the projections, strings fail inside a sublayer with "
-    "a message that does not name the argument"
-)
-_BATCH_GAP = (
-    "BaseAttention._check_input_shapes does not compare the batch sizes of query, value "
-    "and key: layers that reach the per-head ops get their check, the others broadcast "
-    "silently or fail with a backend error"
-)
-# Layers whose per-head path checks batch sizes itself (scaled_dot_product_attention &
-# co. via check_qkv) and so already pass the batch cases.
-_OP_CHECKED = {"MultiHeadAttention", "LocalAttention", "LinearAttention",
-               "LowRankAttention", "CrossModalAttention"}
-BASE_GAPS = {
-    "integer query": (_DTYPE_GAP, set()),
-    "string query": (_DTYPE_GAP, set()),
-    "integer value": (_DTYPE_GAP, set()),
-    "batch of value != query": (_BATCH_GAP, _OP_CHECKED),
-    "batch of key != value": (_BATCH_GAP, _OP_CHECKED | {"LSHAttention"}),
-}
-
-
 def _layer_params():
     params = []
     for spec in SPECS.values():
         cases = {"attention": ATTENTION_CASES, "pooling": POOLING_CASES,
                  "hierarchical": HIERARCHICAL_CASES}[spec.kind]
         for case, (call, names) in cases.items():
-            marks = ()
-            if spec.kind == "attention" and case in BASE_GAPS:
-                reason, passing = BASE_GAPS[case]
-                if spec.name not in passing:
-                    marks = pytest.mark.xfail(strict=True, reason=reason)
-            params.append(pytest.param(spec, call, names, marks=marks,
+            params.append(pytest.param(spec, call, names,
                                        id=f"{spec.id}-{case}"))
     return params
 

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.utils.validation import check_rank
+from keras_attention.utils.validation import check_floating, check_rank
 
 
 def _clear_keras_mask(x):
@@ -110,6 +110,15 @@ class BaseAttention(keras.layers.Layer):
                     "`key` and `value` must have the same sequence length. "
                     f"Received: key.shape={tuple(key_shape)}, value.shape={tuple(value_shape)}"
                 )
+        shapes = [("query", query_shape), ("value", value_shape)]
+        if key_shape is not None:
+            shapes.append(("key", key_shape))
+        known = [(name, shape) for name, shape in shapes if shape[0] is not None]
+        if len({shape[0] for _, shape in known}) > 1:
+            received = ", ".join(f"{name}.shape={tuple(shape)}" for name, shape in known)
+            raise ValueError(
+                f"`query`, `value` and `key` must have the same batch size. Received: {received}"
+            )
 
     @staticmethod
     def _check_mask(name, mask, expected):
@@ -148,6 +157,8 @@ class BaseAttention(keras.layers.Layer):
     def _valid_rows(mask, use_causal_mask, query_length, key_length, query_start):
         """`(B|1, T)` True for query rows that attend at least one key, or None."""
         rows = None
+        if isinstance(key_length, int) and key_length == 0:
+            return ops.zeros((1, query_length), dtype="bool")  # no key: every row is empty
         if mask is not None:
             if use_causal_mask:
                 mask = ops.logical_and(
@@ -188,6 +199,10 @@ class BaseAttention(keras.layers.Layer):
                         attention_mask, use_causal_mask, return_attention_scores,
                         training, key_length=None, query_start=None, **extra):
         """Shared body of `call`; `extra` goes to `_compute_attention` (e.g. a cache)."""
+        check_floating("query", query)
+        check_floating("value", value)
+        if key is not None:
+            check_floating("key", key)
         key = value if key is None else key
         for x in (query, value, key):
             _clear_keras_mask(x)  # masks arrive as arguments; sublayers must not see them
