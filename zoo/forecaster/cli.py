@@ -1,0 +1,177 @@
+"""`keras-attention forecast`: CSV history in, forecast CSV and plot out.
+
+    keras-attention forecast --model=forecaster_electricity \\
+        --input=history.csv --time_column=ts --target=y \\
+        --output=forecast.csv --plot=forecast.png [--horizon=24]
+
+The input CSV needs a time column (or comma-separated year,month,day,hour
+columns) and one column per channel of the model: `--target` names the column
+of the model's target channel (default: the channel's own name), `--channels`
+the columns of its other channels in order (default: their own names). The
+forecast starts after the last row; the last `lookback` rows are used, and
+missing values in them are interpolated.
+
+The output CSV has a `time` column (ISO, UTC) and, for every channel, the
+point forecast and the P10, P50 and P90 columns (`<channel>`,
+`<channel>_p10`, ...). The PNG shows the target's history, the forecast and
+the P10-P90 band (matplotlib is needed for `--plot`).
+"""
+
+import csv
+import os
+
+
+def add_parser(subparsers):
+    """Registers the `forecast` subcommand."""
+    parser = subparsers.add_parser(
+        "forecast",
+        help="forecast a CSV time series with a zoo forecaster",
+        description="Forecast the steps after a CSV history with a zoo forecaster; "
+        "writes a forecast CSV and optionally a PNG plot.",
+    )
+    parser.add_argument("--model", default="forecaster_electricity",
+                        help="zoo model name (default: %(default)s)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint folder (default: the zoo's folder of --model)")
+    parser.add_argument("--input", required=True, help="CSV file with the history")
+    parser.add_argument("--time_column", required=True,
+                        help="time column, or comma-separated year,month,day,hour columns")
+    parser.add_argument("--target", default=None,
+                        help="column of the model's target channel (default: its name)")
+    parser.add_argument("--channels", default=None,
+                        help="comma-separated columns of the model's other channels")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="forecast length, one the model has (default: the longest)")
+    parser.add_argument("--output", required=True, help="forecast CSV to write")
+    parser.add_argument("--plot", default=None, help="PNG plot to write")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _columns(forecaster, target, channels):
+    """CSV column of each model channel, in model order."""
+    names = list(forecaster.channels)
+    index = names.index(forecaster.target)
+    others = [c for c in names if c != forecaster.target]
+    if channels:
+        given = [c.strip() for c in channels.split(",") if c.strip()]
+        if len(given) != len(others):
+            raise ValueError(
+                f"{forecaster.name} has {len(others)} channel(s) besides the target "
+                f"({', '.join(others) or 'none'}); --channels must name as many columns. "
+                f"Received: --channels={channels}"
+            )
+        others = given
+    columns = others[:index] + [target or forecaster.target] + others[index:]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"A column is used for two channels. Received: {', '.join(columns)}")
+    return columns
+
+
+def run(args):
+    import numpy as np
+
+    import zoo
+    from zoo.forecaster import data
+    from zoo.forecaster.forecaster import load_forecaster
+
+    if args.checkpoint:
+        forecaster = load_forecaster(args.checkpoint)
+    else:
+        forecaster = zoo.load(args.model)
+    if args.horizon is not None and args.horizon not in forecaster.horizons:
+        raise ValueError(
+            f"{forecaster.name} forecasts the horizons {list(forecaster.horizons)}. "
+            f"Received: --horizon={args.horizon}"
+        )
+    columns = _columns(forecaster, args.target, args.channels)
+    target_column = columns[list(forecaster.channels).index(forecaster.target)]
+    series = data.read_csv(args.input, args.time_column, target_column,
+                           [c for c in columns if c != target_column])
+    if series.step_seconds != forecaster.step_seconds:
+        raise ValueError(
+            f"{args.input}: the rows are {series.step_seconds} s apart but "
+            f"{forecaster.name} forecasts steps of {forecaster.step_seconds} s."
+        )
+    if len(series) < forecaster.lookback:
+        raise ValueError(
+            f"{args.input}: {len(series)} rows (after filling time gaps); "
+            f"{forecaster.name} needs at least {forecaster.lookback} (its look-back)."
+        )
+    order = [series.channels.index(c) for c in columns]
+    history = series.values[:, order]
+    end_time = int(series.timestamps[-1])
+    result = forecaster.forecast(history, end_time=end_time, horizon=args.horizon)
+
+    _write_csv(args.output, result)
+    print(
+        f"Forecast of {len(result.timestamps)} steps after {data.format_time(end_time)} "
+        f"written to {args.output}"
+        + (f" ({result.filled} missing history values interpolated)" if result.filled else "")
+    )
+    if args.plot:
+        target = list(forecaster.channels).index(forecaster.target)
+        lookback = forecaster.lookback
+        write_plot(
+            args.plot,
+            series.timestamps[-lookback:],
+            history[-lookback:, target],
+            result.timestamps,
+            result.point[:, target],
+            result.p10[:, target],
+            result.p90[:, target],
+            title=f"{forecaster.name}: {target_column}",
+        )
+        print(f"Plot written to {args.plot}")
+    return 0 if np.all(np.isfinite(result.point)) else 1
+
+
+def _write_csv(path, result):
+    header = ["time"]
+    for name in result.channels:
+        header += [name, f"{name}_p10", f"{name}_p50", f"{name}_p90"]
+    from zoo.forecaster.data import format_time
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for step, seconds in enumerate(result.timestamps):
+            row = [format_time(seconds)]
+            for c in range(len(result.channels)):
+                row += [
+                    f"{result.point[step, c]:.6g}",
+                    f"{result.p10[step, c]:.6g}",
+                    f"{result.p50[step, c]:.6g}",
+                    f"{result.p90[step, c]:.6g}",
+                ]
+            writer.writerow(row)
+    os.replace(tmp, path)
+
+
+def write_plot(path, history_times, history, times, point, lower, upper, title=""):
+    """Writes a PNG: the history, the forecast and its P10-P90 band."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    def as_dates(seconds):
+        return np.asarray(seconds, dtype="datetime64[s]")
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(as_dates(history_times), history, color="0.3", linewidth=1, label="history")
+    ax.fill_between(as_dates(times), lower, upper, color="tab:blue", alpha=0.25,
+                    label="P10-P90")
+    ax.plot(as_dates(times), point, color="tab:blue", linewidth=1.5, label="forecast")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
