@@ -39,6 +39,7 @@ _COMMAND_MODULES = [
     "zoo.captioner.cli",
     "zoo.recommender.cli",
     "zoo.forecaster.cli",
+    "zoo.explain_cli",
 ]
 
 _USER_ERRORS = (checkpoint.CheckpointError, ValueError, FileNotFoundError)
