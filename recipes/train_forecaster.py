@@ -82,7 +82,7 @@ class ForecasterConfig(TrainConfig):
     """
 
     workdir: str = "runs/forecaster"
-    epochs: int = 8
+    epochs: int = 16
     steps_per_epoch: int = 150
     batch_size: int = 128
     learning_rate: float = 1e-3
