@@ -31,13 +31,11 @@ _STRATEGIES = ("auto", "none", "mirrored", "multiworker", "tpu")
 
 
 def atomic_write_json(path, obj):
-    """Writes `obj` as JSON to `path` through a temporary file and `os.replace`."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Writes `obj` as JSON to `path` atomically; NumPy scalars and arrays allowed."""
+    from zoo.checkpoint import atomic_write_text
+
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+    atomic_write_text(path, text)
 
 
 def _json_default(value):
