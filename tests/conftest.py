@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Same default as the recipes (see recipes/__init__.py): TensorFlow's oneDNN CPU
+# kernels intermittently corrupt the heap during training; subprocesses inherit this.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
