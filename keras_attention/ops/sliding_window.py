@@ -87,8 +87,11 @@ def sliding_window_attention(
     key_pos = block_start[:, None] + ops.arange(span, dtype="int32")[None, :]  # (R, L)
     in_range = ops.logical_and(key_pos >= 0, key_pos < s_dyn)  # (R, L)
     gather_pos = ops.clip(key_pos, 0, s_dyn - 1)
-    key_blocks = ops.take(key, gather_pos, axis=1)  # (B, R, L, K, H)
-    value_blocks = ops.take(value, gather_pos, axis=1)  # (B, R, L, K, V)
+    # Heads first, so that (B, K, R) are the leading batch axes of both products and
+    # XLA multiplies contiguous blocks without transposing the large operands.
+    key_blocks = ops.take(ops.transpose(key, (0, 2, 1, 3)), gather_pos, axis=2)  # (B, K, R, L, H)
+    value_blocks = ops.take(ops.transpose(value, (0, 2, 1, 3)), gather_pos,
+                            axis=2)  # (B, K, R, L, V)
 
     query_pos = ops.arange(num_blocks * c, dtype="int32") + offset  # (R * C,)
     query_pos = ops.reshape(query_pos, (num_blocks, c))  # (R, C)
@@ -101,20 +104,29 @@ def sliding_window_attention(
     if key_mask is not None:
         mask_blocks = ops.take(key_mask, gather_pos, axis=1)  # (B|1, R, L)
         valid = ops.logical_and(valid, mask_blocks[:, :, None, :])  # (B, R, C, L)
-    valid = valid[:, None, None]  # (B|1, 1, 1, R, C, L)
+    bias = ops.where(valid, 0.0, MASK_VALUE)[:, None, :, None]  # (B|1, 1, R, 1, C, L)
 
     q = ops.pad(query * ops.cast(scale, query.dtype),
                 [[0, 0], [0, num_blocks * c - t_dyn], [0, 0], [0, 0]])  # (B, R*C, N, H)
-    q = ops.reshape(q, (b_dyn, num_blocks, c, k, g, h))  # (B, R, C, K, G, H)
-    logits = ops.einsum("brqkgh,brlkh->bkgrql", q, key_blocks)  # (B, K, G, R, C, L)
-    logits = ops.where(valid, ops.cast(logits, "float32"), MASK_VALUE)
-    # Softmax by hand: TensorFlow's softmax kernel takes rank <= 5.
+    q = ops.reshape(q, (b_dyn, num_blocks, c, k, g, h))
+    q = ops.transpose(q, (0, 3, 1, 4, 2, 5))  # (B, K, R, G, C, H)
+    q = ops.reshape(q, (b_dyn, k, num_blocks, g * c, h))
+    logits = ops.einsum("bkrqh,bkrlh->bkrql", q, key_blocks)  # (B, K, R, G*C, L)
+    logits = ops.reshape(ops.cast(logits, "float32"),
+                         (b_dyn, k, num_blocks, g, c, span)) + bias  # (B, K, R, G, C, L)
+    # Softmax by hand (TensorFlow's kernel takes rank <= 5), normalised after the
+    # value product: the division touches (C, V) per block instead of (C, L).
     logits = logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
-    weights = ops.where(valid, ops.exp(logits), 0.0)  # (B, K, G, R, C, L)
-    total = ops.sum(weights, axis=-1, keepdims=True)
-    weights = weights / ops.where(total > 0.0, total, 1.0)  # empty rows -> zeros
-    weights = ops.cast(weights, value.dtype)
-    out = ops.einsum("bkgrql,brlkv->brqkgv", weights, value_blocks)  # (B, R, C, K, G, V)
+    weights = ops.exp(logits)  # masked keys underflow to exactly 0
+    total = ops.sum(weights, axis=-1)  # (B, K, R, G, C)
+    weights = ops.reshape(ops.cast(weights, value.dtype), (b_dyn, k, num_blocks, g * c, span))
+    out = ops.einsum("bkrql,bkrlv->bkrqv", weights, value_blocks)  # (B, K, R, G*C, V)
+    out = ops.reshape(out, (b_dyn, k, num_blocks, g, c, v_dim))
+    # A row with no allowed key (its weights are all exp(0)) gives zeros.
+    has_key = ops.any(valid, axis=-1)[:, None, :, None]  # (B|1, 1, R, 1, C)
+    inverse = ops.where(has_key, 1.0 / total, 0.0)
+    out = out * ops.cast(inverse[..., None], out.dtype)
+    out = ops.transpose(out, (0, 2, 4, 1, 3, 5))  # (B, R, C, K, G, V)
     out = ops.reshape(out, (b_dyn, num_blocks * c, n, v_dim))[:, :t_dyn]  # (B, T, N, V)
     return ops.cast(out, query.dtype)
 
