@@ -75,7 +75,7 @@ def linear_attention(
     num_random_features=None,
     seed=None,
     random_features=None,
-    chunk_size=64,
+    chunk_size=128,
     eps=0.0,
 ):
     """Linear attention `phi(q) (sum_j phi(k_j) v_j^T) / (phi(q) . sum_j phi(k_j))`.
@@ -236,7 +236,11 @@ def _shared_max(x, is_query, key_mask):
 
 
 def _causal_sums(phi_q, phi_k, v, chunk, t, s):
-    """Causal numerator `(B, T, K, G, V)` and denominator `(B, T, K, G)` by chunks."""
+    """Causal numerator `(B, T, K, G, V)` and denominator `(B, T, K, G)` by chunks.
+
+    Computed heads-first, `(B, K, ...)`, so that the batch axes of every product
+    lead and XLA multiplies contiguous chunks without transposing them.
+    """
     b = ops.shape(phi_q)[0]
     t_dyn, s_dyn = ops.shape(phi_q)[1], ops.shape(phi_k)[1]
     kv_heads, g = phi_q.shape[2], phi_q.shape[3]
@@ -247,39 +251,44 @@ def _causal_sums(phi_q, phi_k, v, chunk, t, s):
     static = isinstance(offset, int)
     prefix = max(offset, 0) if static else ops.maximum(offset, 0)
     skip = max(-offset, 0) if static else ops.maximum(-offset, 0)
-    state0 = ops.einsum("bskm,bskv->bkmv", phi_k[:, :prefix], v[:, :prefix])  # (B, K, M, V)
-    z0 = ops.sum(phi_k[:, :prefix], axis=1)  # (B, K, M)
-    phi_q, phi_k, v = phi_q[:, skip:], phi_k[:, prefix:], v[:, prefix:]
+    phi_q = ops.transpose(phi_q, (0, 2, 3, 1, 4))  # (B, K, G, T, M)
+    phi_k = ops.transpose(phi_k, (0, 2, 1, 3))  # (B, K, S, M)
+    v = ops.transpose(v, (0, 2, 1, 3))  # (B, K, S, V)
+    state0 = ops.einsum("bksm,bksv->bkmv", phi_k[:, :, :prefix], v[:, :, :prefix])
+    z0 = ops.sum(phi_k[:, :, :prefix], axis=2)  # (B, K, M)
+    phi_q, phi_k, v = phi_q[:, :, :, skip:], phi_k[:, :, prefix:], v[:, :, prefix:]
     length = t_dyn - skip  # aligned length, == s_dyn - prefix
     if isinstance(t, int) and isinstance(s, int):
         chunk = max(1, min(chunk, min(t, s)))
     num_chunks = (length + chunk - 1) // chunk  # R
     pad = num_chunks * chunk - length
 
-    def chunks(x):
+    def chunks(x, axis):
         widths = [[0, 0]] * len(x.shape)
-        widths[1] = [0, pad]
+        widths[axis] = [0, pad]
         x = ops.pad(x, widths)
-        return ops.reshape(x, (b, num_chunks, chunk) + tuple(x.shape[2:]))
+        return ops.reshape(x, tuple(ops.shape(x)[:axis]) + (num_chunks, chunk)
+                           + tuple(x.shape[axis + 1:]))
 
-    qc = chunks(phi_q)  # (B, R, C, K, G, M)
-    kc = chunks(phi_k)  # (B, R, C, K, M)
-    vc = chunks(v)  # (B, R, C, K, V)
+    qc = chunks(phi_q, 3)  # (B, K, G, R, C, M)
+    kc = chunks(phi_k, 2)  # (B, K, R, C, M)
+    vc = chunks(v, 2)  # (B, K, R, C, V)
     # Inside each chunk: a masked (C, C) product.
-    scores = ops.einsum("brqkgm,brskm->brkgqs", qc, kc)  # (B, R, K, G, C, C)
-    tri = ops.tril(ops.ones((chunk, chunk), dtype="float32"))
-    scores = scores * tri
-    num = ops.einsum("brkgqs,brskv->brqkgv", scores, vc)  # (B, R, C, K, G, V)
-    den = ops.transpose(ops.sum(scores, axis=-1), (0, 1, 4, 2, 3))  # (B, R, C, K, G)
+    scores = ops.einsum("bkgrqm,bkrsm->bkgrqs", qc, kc)  # (B, K, G, R, C, C)
+    scores = scores * ops.tril(ops.ones((chunk, chunk), dtype="float32"))
+    num = ops.einsum("bkgrqs,bkrsv->bkgrqv", scores, vc)  # (B, K, G, R, C, V)
+    den = ops.sum(scores, axis=-1)  # (B, K, G, R, C)
     # Across chunks: the state of all earlier chunks (exclusive prefix sum).
-    chunk_kv = ops.einsum("brskm,brskv->brkmv", kc, vc)  # (B, R, K, M, V)
-    chunk_z = ops.sum(kc, axis=2)  # (B, R, K, M)
-    prev_kv = ops.cumsum(chunk_kv, axis=1) - chunk_kv + state0[:, None]
-    prev_z = ops.cumsum(chunk_z, axis=1) - chunk_z + z0[:, None]
-    num = num + ops.einsum("brqkgm,brkmv->brqkgv", qc, prev_kv)
-    den = den + ops.einsum("brqkgm,brkm->brqkg", qc, prev_z)
-    num = ops.reshape(num, (b, num_chunks * chunk, kv_heads, g, v_dim))[:, :length]
-    den = ops.reshape(den, (b, num_chunks * chunk, kv_heads, g))[:, :length]
+    chunk_kv = ops.einsum("bkrsm,bkrsv->bkrmv", kc, vc)  # (B, K, R, M, V)
+    chunk_z = ops.sum(kc, axis=3)  # (B, K, R, M)
+    prev_kv = ops.cumsum(chunk_kv, axis=2) - chunk_kv + state0[:, :, None]
+    prev_z = ops.cumsum(chunk_z, axis=2) - chunk_z + z0[:, :, None]
+    num = num + ops.einsum("bkgrqm,bkrmv->bkgrqv", qc, prev_kv)
+    den = den + ops.einsum("bkgrqm,bkrm->bkgrq", qc, prev_z)
+    num = ops.reshape(num, (b, kv_heads, g, num_chunks * chunk, v_dim))[:, :, :, :length]
+    den = ops.reshape(den, (b, kv_heads, g, num_chunks * chunk))[:, :, :, :length]
+    num = ops.transpose(num, (0, 3, 1, 2, 4))  # (B, T', K, G, V)
+    den = ops.transpose(den, (0, 3, 1, 2))  # (B, T', K, G)
     # Queries that precede every key: zeros.
     num = ops.pad(num, [[0, 0], [skip, 0], [0, 0], [0, 0], [0, 0]])
     den = ops.pad(den, [[0, 0], [skip, 0], [0, 0], [0, 0]])

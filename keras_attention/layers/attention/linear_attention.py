@@ -129,7 +129,7 @@ class LinearAttention(MultiHeadAttention):
         num_random_features=None,
         causal=False,
         seed=None,
-        chunk_size=64,
+        chunk_size=128,
         value_dim=None,
         num_key_value_heads=None,
         use_bias=True,
