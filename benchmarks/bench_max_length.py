@@ -153,11 +153,11 @@ def sweep(name, start, max_length, cap_gb, time_limit):
         best = (n, result)
         n *= 2
     if best is None:
-        return [LAYERS[name][0], f"< {start}", "-", "-", reason], log
+        return [LAYERS[name][0], f"< {start}", "-", "-", "-", reason], log
     n, result = best
     largest = f"{n}" if "does not fit" in reason else f">= {n}"
     return [LAYERS[name][0], largest, f"{result['seconds']:.1f}", f"{result['peak_gb']:.1f}",
-            reason], log
+            "yes" if result["finite"] else "NO", reason], log
 
 
 def main(argv=None):
@@ -186,12 +186,13 @@ def main(argv=None):
         f"largest length tried, not on memory. Seconds and peak RSS are those of that "
         f"point (one step, compile included).",
         f"Machine: {machine_line()}.",
-        f"Command: `python -m benchmarks.bench_max_length --layers={args.layers} "
-        f"--start={args.start} --max_length={args.max_length} --cap_gb={args.cap_gb:g} "
+        "Command: `python -m benchmarks.bench_max_length "
+        + ("" if args.layers == ",".join(LAYERS) else f"--layers={args.layers} ")
+        + f"--start={args.start} --max_length={args.max_length} --cap_gb={args.cap_gb:g} "
         f"--time_limit={args.time_limit:g}`",
         "",
         markdown_table(["layer", "largest N", "s (step + compile)", "peak GB",
-                        "stopped because"], rows),
+                        "gradients finite", "stopped because"], rows),
     ])
     write_section(args.section, body)
 
