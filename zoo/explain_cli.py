@@ -160,7 +160,7 @@ def _forecast(forecaster, args):
 
     from keras_attention.analysis import plot_attention
     from zoo.forecaster import data
-    from zoo.forecaster.cli import _columns
+    from zoo.forecaster.cli import channel_columns
 
     time_column = args.time_column
     if time_column is None:
@@ -171,7 +171,7 @@ def _forecast(forecaster, args):
         if not header:
             raise ValueError(f"{args.input}: the CSV file has no header row.")
         time_column = header[0]
-    columns = _columns(forecaster, args.target, args.channels)
+    columns = channel_columns(forecaster, args.target, args.channels)
     target_column = columns[list(forecaster.channels).index(forecaster.target)]
     series = data.read_csv(args.input, time_column, target_column,
                            [c for c in columns if c != target_column])

@@ -48,7 +48,7 @@ def add_parser(subparsers):
     return parser
 
 
-def _columns(forecaster, target, channels):
+def channel_columns(forecaster, target, channels):
     """CSV column of each model channel, in model order."""
     names = list(forecaster.channels)
     index = names.index(forecaster.target)
@@ -84,7 +84,7 @@ def run(args):
             f"{forecaster.name} forecasts the horizons {list(forecaster.horizons)}. "
             f"Received: --horizon={args.horizon}"
         )
-    columns = _columns(forecaster, args.target, args.channels)
+    columns = channel_columns(forecaster, args.target, args.channels)
     target_column = columns[list(forecaster.channels).index(forecaster.target)]
     series = data.read_csv(args.input, args.time_column, target_column,
                            [c for c in columns if c != target_column])

@@ -39,6 +39,13 @@ def test_detokenize_joins_pieces_and_stops_at_eos():
     assert text == ["¿Dónde está la biblioteca?", "I don't know."]
 
 
+def test_detokenize_drops_the_marker_of_a_leading_suffix_piece():
+    tok = tokenizer_lib.SubwordTokenizer(VOCAB)
+    v = {t: i for i, t in enumerate(VOCAB)}
+    ids = [[tokenizer_lib.BOS_ID, v["##lio"], v["##teca"], v["la"], tokenizer_lib.EOS_ID]]
+    assert [t.decode() for t in tok.detokenize(tf.constant(ids)).numpy()] == ["lioteca la"]
+
+
 def test_vocabulary_must_start_with_reserved_tokens():
     with pytest.raises(ValueError, match=r"must start with"):
         tokenizer_lib.SubwordTokenizer(["a", "b"])
