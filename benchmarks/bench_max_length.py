@@ -4,14 +4,13 @@ For every layer (4 heads of 64 over 256 features, batch 1, float32, XLA) and for
 N = 2048, 4096, 8192, ... one fresh process builds the layer, runs one training
 step's worth of work (forward, then gradients of `sum(y ** 2)` with respect to the
 input and every weight) and reports its peak resident memory. The process runs
-under an address-space cap on private data (`RLIMIT_DATA`, default 22 GiB, the
-memory of a 24 GB machine), so a point that needs more fails to allocate instead of
-swapping or disturbing other processes. Doubling stops at the first point that
+under a memory cap (default 21 GiB, what a 24 GB machine leaves free): the parent
+polls the child's resident memory and kills it when it passes the cap. Doubling stops at the first point that
 fails, or that takes longer than `--time_limit` seconds (reported as a lower bound),
 or at `--max_length`. `keras.layers.MultiHeadAttention` and
 `keras.ops.dot_product_attention` (causal) run in the same sweep as the reference.
 
-    python -m benchmarks.bench_max_length [--layers=...] [--cap_gb=22] [--time_limit=300]
+    python -m benchmarks.bench_max_length [--layers=...] [--cap_gb=21] [--time_limit=300]
 """
 
 import argparse
@@ -19,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from benchmarks.common import machine_line, markdown_table, write_section
@@ -123,20 +123,47 @@ def _child(name, n):
     print(json.dumps({"seconds": seconds, "peak_gb": peak_gb, "finite": finite}))
 
 
-def run_point(name, n, cap_gb, time_limit):
-    """(status, result): status is 'ok', 'failed' (memory or error) or 'timeout'."""
-    cap = int(cap_gb * 2**30)
-    code = (f"import resource; resource.setrlimit(resource.RLIMIT_DATA, ({cap}, {cap})); "
-            f"from benchmarks.bench_max_length import _child; _child({name!r}, {n})")
+def _rss_gb(pid):
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=time_limit)
-    except subprocess.TimeoutExpired:
-        return "timeout", None
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["killed"])[-1][:160]
-        return "failed", {"error": tail}
-    return "ok", json.loads(proc.stdout.strip().splitlines()[-1])
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_point(name, n, cap_gb, time_limit):
+    """(status, result): status is 'ok', 'failed' (over the cap or an error) or 'timeout'.
+
+    The parent polls the child's resident memory and kills it once it passes
+    `cap_gb` (an address-space rlimit is no substitute: TensorFlow's thread pools
+    can hang instead of failing when an allocation is refused).
+    """
+    code = f"from benchmarks.bench_max_length import _child; _child({name!r}, {n})"
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err)
+        start, peak, over = time.monotonic(), 0.0, False
+        while proc.poll() is None:
+            peak = max(peak, _rss_gb(proc.pid))
+            if peak > cap_gb:
+                over = True
+                proc.kill()
+            elif time.monotonic() - start > time_limit:
+                proc.kill()
+                proc.wait()
+                return "timeout", None
+            time.sleep(0.05)
+        if over:
+            return "failed", {"error": f"resident memory passed {cap_gb:g} GiB"}
+        if proc.returncode != 0:
+            err.seek(0)
+            lines = err.read().strip().splitlines()
+            reason = lines[-1][:160] if lines else f"killed by signal {-proc.returncode}"
+            return "failed", {"error": reason}
+        out.seek(0)
+        return "ok", json.loads(out.read().strip().splitlines()[-1])
 
 
 def sweep(name, start, max_length, cap_gb, time_limit):
@@ -165,7 +192,7 @@ def main(argv=None):
     parser.add_argument("--layers", default=",".join(LAYERS))
     parser.add_argument("--start", type=int, default=2048)
     parser.add_argument("--max_length", type=int, default=2**20)
-    parser.add_argument("--cap_gb", type=float, default=22.0)
+    parser.add_argument("--cap_gb", type=float, default=21.0)
     parser.add_argument("--time_limit", type=float, default=300.0)
     parser.add_argument("--section", default="max_length")
     args = parser.parse_args(argv)
@@ -180,8 +207,8 @@ def main(argv=None):
         "",
         f"Batch 1, 4 heads of 64 over 256 features, float32, XLA; one training step "
         f"(forward, then gradients of sum(y^2) for the input and every weight), N doubled "
-        f"from {args.start}, each point in a fresh process capped at {args.cap_gb:g} GiB "
-        f"of private memory (RLIMIT_DATA). 'Largest N' is the last length that ran; '>=' "
+        f"from {args.start}, each point in a fresh process killed if its resident memory "
+        f"passes {args.cap_gb:g} GiB. 'Largest N' is the last length that ran; '>=' "
         f"when the sweep stopped on time ({args.time_limit:g} s per point) or at the "
         f"largest length tried, not on memory. Seconds and peak RSS are those of that "
         f"point (one step, compile included).",
