@@ -63,7 +63,7 @@ LAYERS = {
                      "layer = L.LinearAttention(4, 64, feature_map='favor+', seed=0)\n"
                      "fn = lambda x: layer(x, x)"),
     "low_rank": ("LowRankAttention(projected_length=256)",
-                 "layer = L.LowRankAttention(4, 64, projected_length=256)\n"
+                 "layer = L.LowRankAttention(4, 64, projected_length=256, max_length=n)\n"
                  "fn = lambda x: layer(x, x)"),
     "nystrom": ("NystromAttention(num_landmarks=64)",
                 "layer = L.NystromAttention(4, 64, num_landmarks=64)\nfn = lambda x: layer(x, x)"),
@@ -99,7 +99,7 @@ def _child(name, n):
     def r4(x):
         return keras.ops.reshape(x, (1, -1, HEADS, HEAD_DIM))
 
-    scope = {"keras": keras, "L": L, "r4": r4}
+    scope = {"keras": keras, "L": L, "r4": r4, "n": n}
     exec(LAYERS[name][1], scope)  # noqa: S102  (fixed strings above)
     fn = scope["fn"]
     x = tf.constant(np.random.default_rng(0).normal(size=(1, n, FEATURES)), tf.float32)
@@ -187,6 +187,25 @@ def sweep(name, start, max_length, cap_gb, time_limit):
             "yes" if result["finite"] else "NO", reason], log
 
 
+def _merge_rows(section, rows):
+    """Rows of this run, plus the rows of other layers already in the section, in
+    `LAYERS` order, so that a layer can be re-measured on its own."""
+    from benchmarks.common import REPORT
+
+    order = [desc for desc, _ in LAYERS.values()]
+    merged = {}
+    if os.path.exists(REPORT):
+        text = open(REPORT).read()
+        begin, end = f"<!-- begin {section} -->", f"<!-- end {section} -->"
+        if begin in text and end in text:
+            for line in text.split(begin, 1)[1].split(end, 1)[0].splitlines():
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if line.startswith("| ") and cells[0] in order:
+                    merged[cells[0]] = cells
+    merged.update({row[0]: row for row in rows})
+    return [merged[desc] for desc in order if desc in merged]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", default=",".join(LAYERS))
@@ -202,6 +221,7 @@ def main(argv=None):
             raise SystemExit(f"unknown layer {name!r}; choose from {', '.join(LAYERS)}")
         row, _ = sweep(name, args.start, args.max_length, args.cap_gb, args.time_limit)
         rows.append(row)
+    rows = _merge_rows(args.section, rows)
     body = "\n".join([
         "## Largest sequence length, forward + backward",
         "",
@@ -214,9 +234,9 @@ def main(argv=None):
         f"point (one step, compile included).",
         f"Machine: {machine_line()}.",
         "Command: `python -m benchmarks.bench_max_length "
-        + ("" if args.layers == ",".join(LAYERS) else f"--layers={args.layers} ")
-        + f"--start={args.start} --max_length={args.max_length} --cap_gb={args.cap_gb:g} "
-        f"--time_limit={args.time_limit:g}`",
+        f"--start={args.start} --max_length={args.max_length} --cap_gb={args.cap_gb:g} "
+        f"--time_limit={args.time_limit:g}` (with `--layers=name,...` it re-measures "
+        "those rows and keeps the others).",
         "",
         markdown_table(["layer", "largest N", "s (step + compile)", "peak GB",
                         "gradients finite", "stopped because"], rows),
