@@ -160,7 +160,7 @@ def _forecast(forecaster, args):
 
     from keras_attention.analysis import plot_attention
     from zoo.forecaster import data
-    from zoo.forecaster.cli import channel_columns
+    from zoo.forecaster.cli import read_history
 
     time_column = args.time_column
     if time_column is None:
@@ -171,22 +171,8 @@ def _forecast(forecaster, args):
         if not header:
             raise ValueError(f"{args.input}: the CSV file has no header row.")
         time_column = header[0]
-    columns = channel_columns(forecaster, args.target, args.channels)
-    target_column = columns[list(forecaster.channels).index(forecaster.target)]
-    series = data.read_csv(args.input, time_column, target_column,
-                           [c for c in columns if c != target_column])
-    if series.step_seconds != forecaster.step_seconds:
-        raise ValueError(
-            f"{args.input}: the rows are {series.step_seconds} s apart but "
-            f"{forecaster.name} forecasts steps of {forecaster.step_seconds} s."
-        )
-    if len(series) < forecaster.lookback:
-        raise ValueError(
-            f"{args.input}: {len(series)} rows (after filling time gaps); "
-            f"{forecaster.name} needs at least {forecaster.lookback} (its look-back)."
-        )
-    order = [series.channels.index(c) for c in columns]
-    history = series.values[:, order]
+    series, history = read_history(forecaster, args.input, time_column, args.target,
+                                   args.channels)
     end_time = int(series.timestamps[-1])
     maps = forecaster.attention_maps(history, end_time=end_time, horizon=args.horizon)
     weights = np.asarray(maps.weights)  # (C, layers, heads, N, N)

@@ -84,22 +84,8 @@ def run(args):
             f"{forecaster.name} forecasts the horizons {list(forecaster.horizons)}. "
             f"Received: --horizon={args.horizon}"
         )
-    columns = channel_columns(forecaster, args.target, args.channels)
-    target_column = columns[list(forecaster.channels).index(forecaster.target)]
-    series = data.read_csv(args.input, args.time_column, target_column,
-                           [c for c in columns if c != target_column])
-    if series.step_seconds != forecaster.step_seconds:
-        raise ValueError(
-            f"{args.input}: the rows are {series.step_seconds} s apart but "
-            f"{forecaster.name} forecasts steps of {forecaster.step_seconds} s."
-        )
-    if len(series) < forecaster.lookback:
-        raise ValueError(
-            f"{args.input}: {len(series)} rows (after filling time gaps); "
-            f"{forecaster.name} needs at least {forecaster.lookback} (its look-back)."
-        )
-    order = [series.channels.index(c) for c in columns]
-    history = series.values[:, order]
+    series, history = read_history(forecaster, args.input, args.time_column, args.target,
+                                   args.channels)
     end_time = int(series.timestamps[-1])
     result = forecaster.forecast(history, end_time=end_time, horizon=args.horizon)
 
@@ -120,10 +106,35 @@ def run(args):
             result.point[:, target],
             result.p10[:, target],
             result.p90[:, target],
-            title=f"{forecaster.name}: {target_column}",
+            title=f"{forecaster.name}: "
+                  f"{channel_columns(forecaster, args.target, args.channels)[target]}",
         )
         print(f"Plot written to {args.plot}")
     return 0 if np.all(np.isfinite(result.point)) else 1
+
+
+def read_history(forecaster, path, time_column, target, channels):
+    """`(series, history)` of a user's CSV: the parsed `data.Series` and its values
+    `(T, C)` in the forecaster's channel order, checked against the forecaster's
+    step and look-back."""
+    from zoo.forecaster import data
+
+    columns = channel_columns(forecaster, target, channels)
+    target_column = columns[list(forecaster.channels).index(forecaster.target)]
+    series = data.read_csv(path, time_column, target_column,
+                           [c for c in columns if c != target_column])
+    if series.step_seconds != forecaster.step_seconds:
+        raise ValueError(
+            f"{path}: the rows are {series.step_seconds} s apart but "
+            f"{forecaster.name} forecasts steps of {forecaster.step_seconds} s."
+        )
+    if len(series) < forecaster.lookback:
+        raise ValueError(
+            f"{path}: {len(series)} rows (after filling time gaps); "
+            f"{forecaster.name} needs at least {forecaster.lookback} (its look-back)."
+        )
+    order = [series.channels.index(c) for c in columns]
+    return series, series.values[:, order]
 
 
 def _write_csv(path, result):
