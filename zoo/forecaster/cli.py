@@ -106,8 +106,7 @@ def run(args):
             result.point[:, target],
             result.p10[:, target],
             result.p90[:, target],
-            title=f"{forecaster.name}: "
-                  f"{channel_columns(forecaster, args.target, args.channels)[target]}",
+            title=f"{forecaster.name}: {series.target}",
         )
         print(f"Plot written to {args.plot}")
     return 0 if np.all(np.isfinite(result.point)) else 1

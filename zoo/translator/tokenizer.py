@@ -130,8 +130,7 @@ class SubwordTokenizer:
         keep = tf.logical_and(tf.logical_not(after_eos), ids > EOS_ID)
         tokens = tf.ragged.boolean_mask(token_table.lookup(ids), keep)
         text = tf.strings.reduce_join(tokens, axis=1, separator=" ")
-        text = tf.strings.regex_replace(text, " " + SUFFIX, "")
-        text = tf.strings.regex_replace(text, "^" + SUFFIX, "")  # a suffix piece first
+        text = tf.strings.regex_replace(text, "(^| )" + SUFFIX, "")  # join suffix pieces
         text = tf.strings.regex_replace(text, _NO_SPACE_BEFORE, r"\1")
         text = tf.strings.regex_replace(text, _NO_SPACE_AFTER, r"\1")
         text = tf.strings.regex_replace(text, r" ' ", "'")
