@@ -100,6 +100,15 @@ def _child(method, n, repeats):
     print(json.dumps({"seconds": statistics.median(times), "peak_gb": rss_gb}))
 
 
+def fitted_exponent(lengths, seconds):
+    """Least-squares slope of log(time) against log(N)."""
+    xs = [math.log(n) for n in lengths]
+    ys = [math.log(t) for t in seconds]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+            / sum((x - mx) ** 2 for x in xs))
+
+
 def run_point(method, n, repeats):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_long_sequences", "--child", method, str(n),
@@ -147,8 +156,12 @@ def main(argv=None):
             lo, hi = done[0], done[-1]
             exponent = math.log(results[(method, hi)]["seconds"]
                                 / results[(method, lo)]["seconds"]) / math.log(hi / lo)
-            growth.append(f"- {METHODS[method][0]}: time grows as N^{exponent:.2f} "
-                          f"from N={lo} to N={hi}.")
+            line = (f"- {METHODS[method][0]}: time grows as N^{exponent:.2f} "
+                    f"from N={lo} to N={hi}")
+            if len(done) > 2:
+                slope = fitted_exponent(done, [results[(method, n)]["seconds"] for n in done])
+                line += f" (least-squares slope over all {len(done)} lengths: {slope:.2f})"
+            growth.append(line + ".")
     body = "\n".join([
         f"## Long sequences (forward), N = {args.lengths}",
         "",

@@ -16,6 +16,7 @@ or at `--max_length`. `keras.layers.MultiHeadAttention` and
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -70,8 +71,8 @@ LAYERS = {
     "lsh": ("LSHAttention(num_hashes=2, bucket_size=64)",
             "layer = L.LSHAttention(4, 64, num_hashes=2, bucket_size=64)\n"
             "fn = lambda x: layer(x, x)"),
-    "adaptive_span": ("AdaptiveSpanAttention(max_span=256)",
-                      "layer = L.AdaptiveSpanAttention(4, 64, max_span=256)\n"
+    "adaptive_span": ("AdaptiveSpanAttention(max_span=256), causal",
+                      "layer = L.AdaptiveSpanAttention(4, 64, max_span=256, causal=True)\n"
                       "fn = lambda x: layer(x, x)"),
     "talking_heads": ("TalkingHeadsAttention",
                       "layer = L.TalkingHeadsAttention(4, 64)\nfn = lambda x: layer(x, x)"),
@@ -160,10 +161,18 @@ def run_point(name, n, cap_gb, time_limit):
         if proc.returncode != 0:
             err.seek(0)
             lines = err.read().strip().splitlines()
-            reason = lines[-1][:160] if lines else f"killed by signal {-proc.returncode}"
-            return "failed", {"error": reason}
+            reason = lines[-1] if lines else f"killed by signal {-proc.returncode}"
+            return "failed", {"error": short_reason(reason)}
         out.seek(0)
         return "ok", json.loads(out.read().strip().splitlines()[-1])
+
+
+def short_reason(message):
+    """XLA's out-of-memory error as "needs a 64.1 GiB buffer"; others cut to 160 chars."""
+    found = re.search(r"Out of memory while trying to allocate ([0-9.]+)\s*GiB", message)
+    if found:
+        return f"needs a {float(found.group(1)):.1f} GiB buffer"
+    return message[:160]
 
 
 def sweep(name, start, max_length, cap_gb, time_limit):
@@ -201,6 +210,8 @@ def _merge_rows(section, rows):
             for line in text.split(begin, 1)[1].split(end, 1)[0].splitlines():
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
                 if line.startswith("| ") and cells[0] in order:
+                    cells[-1] = re.sub(r"\((.*Out of memory.*)\)$",
+                                       lambda m: f"({short_reason(m.group(1))})", cells[-1])
                     merged[cells[0]] = cells
     merged.update({row[0]: row for row in rows})
     return [merged[desc] for desc in order if desc in merged]

@@ -15,11 +15,12 @@ def mask_heads(model, head_masks):
     projection combines the heads, as in the head ablations of Michel et al. 2019
     ("Are Sixteen Heads Really Better than One?"): a 0 removes the head's
     contribution, a 1 keeps it. Supported by `MultiHeadAttention` and the layers that
-    share its head combination (`TalkingHeadsAttention`, `AdaptiveSpanAttention`,
-    `SparseAttention`, `BlockSparseAttention`, and the inner layers of
-    `CrossModalAttention` and `AttentionPooling`); a layer that combines its heads
-    on its own path raises a `ValueError` when called with a mask. The masks act on
-    eager and traced calls alike (they are fixed when a function is traced).
+    share its head combination (`TalkingHeadsAttention`, `LocalAttention`,
+    `AdaptiveSpanAttention`, `SparseAttention`, `BlockSparseAttention`, and the
+    inner layers of `CrossModalAttention` and `AttentionPooling`); a layer that
+    combines its heads on its own path raises a `ValueError` when called with a
+    mask. The masks act on eager and traced calls alike (they are fixed when a
+    function is traced).
 
     Args:
         model: a Keras model or layer.

@@ -77,7 +77,7 @@ def test_mask_golden_values():
 
 def test_layers_without_head_hook():
     inputs = keras.Input((5, 8))
-    x = L.LocalAttention(2, 4, window_size=1, name="local")(inputs, inputs)
+    x = L.LinearAttention(2, 4, name="local")(inputs, inputs)
     x = L.MultiHeadAttention(2, 4, name="mha")(x, x)
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(x)))
     data = (_inputs((2, 5, 8)), _inputs((2, 1), 1))

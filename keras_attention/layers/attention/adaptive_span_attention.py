@@ -1,7 +1,8 @@
 """Adaptive-span attention: each head learns how far back it looks.
 
 Shape legend: B batch, T query length, S key length, F features, N query heads,
-K key/value heads, H key head dim, V value head dim, O output features.
+K key/value heads, H key head dim, V value head dim, O output features, R query
+blocks, C block size, L keys per block.
 """
 
 import math
@@ -10,17 +11,22 @@ import numbers
 import keras
 from keras import ops
 
+from keras_attention import masks as masks_lib
+from keras_attention.layers.attention.local_attention import (
+    LocalAttention,
+    blocked_band_attention,
+    dense_pattern,
+)
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     reject_arguments,
 )
-from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, prepare_mask, repeat_kv_heads
+from keras_attention.ops.attention import MASK_VALUE, repeat_kv_heads
 from keras_attention.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
-class AdaptiveSpanAttention(MultiHeadAttention):
+class AdaptiveSpanAttention(LocalAttention):
     """Adaptive attention span (Sukhbaatar et al. 2019, "Adaptive Attention Span in
     Transformers").
 
@@ -32,18 +38,21 @@ class AdaptiveSpanAttention(MultiHeadAttention):
     of the distance `x` between query and key, and renormalised:
     `a_ij = m(x_ij) exp(s_ij) / sum_k m(x_ik) exp(s_ik)` (computed as a softmax of
     `s + log m`, which is the same thing, stably). Keys farther than `max_span`
-    are excluded. Positions are aligned bottom-right as in the causal mask: query
-    i sits at position `i + S - T`, so `x = i + S - T - j`; the method is meant
-    for causal attention (`use_causal_mask=True`), and without it the distance is
-    `|x|`. Every call adds the span penalty `span_loss_coef * mean_h(z_h)` (in
-    positions) with `self.add_loss`, so training shrinks spans the task does not
-    need.
+    are never attended. Positions are aligned bottom-right as in the causal mask:
+    query i sits at position `i + S - T`, so `x = i + S - T - j`; the method is
+    meant for causal attention (`causal=True` or `use_causal_mask=True`), and
+    without it the distance is `|x|`. Every call adds the span penalty
+    `span_loss_coef * mean_h(z_h)` (in positions) with `self.add_loss`, so
+    training shrinks spans the task does not need.
 
-    The weights are dense `(B, N, T, S)` (exact attention with a soft mask; the
-    memory saving of computing only the `max_span` band is not implemented), so
-    attention scores, every mask and logits-bias position encodings are
-    supported. A key/value cache is not (its query positions do not reach the
-    soft mask): passing `cache` raises a `ValueError`.
+    Only the band `|x| <= max_span` is computed, block by block as in
+    `LocalAttention` (whose masks, dropout and rotary encodings it shares): time
+    and memory grow as `T * (block_size + 2 * max_span)` and no `(T, S)` tensor
+    is formed. `return_attention_scores=True` computes the dense `(B, N, T, S)`
+    weights on demand (O(T * S), for inspection); the output is the same.
+    Position encodings that add a logits bias (ALiBi, T5, Shaw) are not
+    supported (the soft span already is a learned distance bias), nor is a
+    key/value cache: both raise a `ValueError`.
 
     Args:
         num_heads: number of query heads N.
@@ -52,27 +61,30 @@ class AdaptiveSpanAttention(MultiHeadAttention):
         ramp_size: length R of the soft mask's linear ramp.
         span_init: initial span fraction `z_h / max_span` in [0, 1].
         span_loss_coef: weight of the span penalty (>= 0).
+        causal: if True, query i attends only keys `i - max_span .. i`.
+        block_size: queries per block; defaults to `max(max_span, 16)` (at most T).
         value_dim: size of each value head V; defaults to `key_dim`.
         num_key_value_heads: number of key/value heads K (divides `num_heads`).
         dropout: dropout rate on the attention weights.
         use_bias: whether the dense projections have biases.
         output_dim: output features; defaults to the query's features.
-        position_encoding: as in `MultiHeadAttention`.
+        position_encoding: `None` or a rotary encoding (instance, config or
+            `"rotary"`).
         kernel_initializer, bias_initializer: dense projection initializers.
         seed: seed of the attention dropout.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        Those of `MultiHeadAttention` without the cache: `query (B, T, F)`,
-        `value (B, S, F_v)`, `key=None`, `query_mask`, `value_mask`, `key_mask`,
-        `attention_mask`, `use_causal_mask`, `return_attention_scores`, `training`.
+        Those of `LocalAttention`: `query (B, T, F)`, `value (B, S, F_v)`,
+        `key=None`, `query_mask`, `value_mask`, `key_mask`, `attention_mask`,
+        `use_causal_mask`, `return_attention_scores`, `training`.
 
     Returns:
         `output (B, T, O)`, or `(output, scores)` with `return_attention_scores`,
-        where `scores (B, N, T, S)` are the renormalised masked weights. Query rows
-        with no allowed key are zeros. (A row whose allowed keys all lie beyond
-        its span gets zero weights, so its output is the output projection's
-        bias; distance 0 is always within the span.)
+        where `scores (B, N, T, S)` are the renormalised masked weights. Padded
+        query rows and rows with no allowed key within `max_span` are zeros. (A
+        head whose allowed keys all lie beyond its own span gets zero weights;
+        distance 0 is always within the span.)
 
     Example:
 
@@ -92,6 +104,8 @@ class AdaptiveSpanAttention(MultiHeadAttention):
         ramp_size=32,
         span_init=0.5,
         span_loss_coef=2e-6,
+        causal=False,
+        block_size=None,
         value_dim=None,
         num_key_value_heads=None,
         dropout=0.0,
@@ -103,23 +117,25 @@ class AdaptiveSpanAttention(MultiHeadAttention):
         seed=None,
         **kwargs,
     ):
-        reject_arguments(type(self).__name__, kwargs, UNUSED_ARGUMENTS)
+        reject_arguments(type(self).__name__, kwargs, UNUSED_ARGUMENTS + ("window_size",))
+        self.max_span = check_positive_int("max_span", max_span)
         super().__init__(
             num_heads,
             key_dim,
+            window_size=self.max_span,
+            causal=causal,
+            block_size=block_size,
             value_dim=value_dim,
             num_key_value_heads=num_key_value_heads,
             dropout=dropout,
             use_bias=use_bias,
             output_dim=output_dim,
             position_encoding=position_encoding,
-            implementation="full",
             kernel_initializer=kernel_initializer,
             bias_initializer=bias_initializer,
             seed=seed,
             **kwargs,
         )
-        self.max_span = check_positive_int("max_span", max_span)
         self.ramp_size = check_positive_int("ramp_size", ramp_size)
         self.span_init = _check_real("span_init", span_init, 0.0, 1.0, "in [0, 1]")
         self.span_loss_coef = _check_real(
@@ -170,56 +186,65 @@ class AdaptiveSpanAttention(MultiHeadAttention):
         self.add_loss(self.span_loss_coef * ops.mean(self.spans))
         return result
 
-    def span_mask(self, query_length, key_length, causal):
-        """Soft mask `(N, T, S)` float32 in [0, 1]; zero beyond `max_span`."""
-        q = ops.arange(query_length, dtype="float32") + ops.cast(
-            key_length - query_length, "float32"
-        )
-        k = ops.arange(key_length, dtype="float32")
-        distance = q[:, None] - k[None, :]  # (T, S)
+    def soft_mask(self, distance, causal):
+        """Soft mask `(N, *distance.shape)` float32 in [0, 1] of the signed
+        distances (query position minus key position); zero beyond `max_span`."""
+        distance = ops.cast(distance, "float32")
         if not causal:
             distance = ops.abs(distance)
+        spans = ops.reshape(self.spans, (-1,) + (1,) * len(distance.shape))
         ramp = float(self.ramp_size)
-        soft = (ramp + self.spans[:, None, None] - distance[None]) / ramp  # (N, T, S)
-        soft = ops.clip(soft, 0.0, 1.0)
-        return ops.where(distance[None] <= float(self.max_span), soft, 0.0)
+        soft = ops.clip((ramp + spans - distance[None]) / ramp, 0.0, 1.0)
+        inside = ops.logical_and(distance >= 0.0, distance <= float(self.max_span))
+        return ops.where(inside[None], soft, 0.0)
 
-    def _attend(self, query, key, value, mask, bias, causal, training, return_weights):
-        """Dense attention with the per-head soft span mask.
+    def span_mask(self, query_length, key_length, causal):
+        """Dense soft mask `(N, T, S)` float32 in [0, 1]; zero beyond `max_span`."""
+        q = ops.arange(query_length, dtype="int32") + ops.cast(
+            key_length - query_length, "int32"
+        )
+        distance = q[:, None] - ops.arange(key_length, dtype="int32")[None, :]  # (T, S)
+        return self.soft_mask(distance, causal)
 
-        Returns `(output (B, T, N, V), weights (B, N, T, S))`; the weights are
-        always formed, so they are returned even when not requested.
-        """
-        b, t, n, h = query.shape
-        groups = n // key.shape[2]
+    def _local_attention(self, q, k, v, masks, causal, training, return_weights):
+        """Output `(B, T, N, V)`, dense weights or None, and rows `(B|1, T)` or None."""
+        rate = self.dropout if training else 0.0
+        if return_weights:
+            return self._dense_attention(q, k, v, masks, causal, rate)
+        output, rows = blocked_band_attention(
+            q, k, v, window_size=self.max_span, causal=causal, key_valid=masks.key,
+            mask=masks.full, block_size=self.block_size, dropout=rate,
+            seed=self.seed_generator,
+            soft_mask=lambda distance: self.soft_mask(distance, causal),
+        )
+        return output, None, masks_lib.merge_masks(rows, masks.query)
+
+    def _dense_attention(self, query, key, value, masks, causal, rate):
+        """Dense attention with the soft span mask, for the attention scores."""
+        groups = query.shape[2] // key.shape[2]
         key = repeat_kv_heads(key, groups)  # (B, S, N, H)
         value = repeat_kv_heads(value, groups)  # (B, S, N, V)
-        t_dyn, s_dyn = ops.shape(query)[1], ops.shape(key)[1]
-        mask = prepare_mask(mask, causal, t_dyn, s_dyn, (b, n, t, key.shape[1]))
+        t, s = ops.shape(query)[1], ops.shape(key)[1]
+        band = masks_lib.sliding_window_mask(t, self.max_span, s, causal)  # (T, S)
+        allowed = dense_pattern(band[None], masks)  # (B|1, T, S)
+        rows = ops.any(allowed, axis=-1)  # (B|1, T)
+        soft = self.span_mask(t, s, causal)[None]  # (1, N, T, S)
+        allowed = ops.logical_and(allowed[:, None], soft > 0.0)  # (B|1, N, T, S)
 
-        scale = ops.cast(1.0 / math.sqrt(h), query.dtype)
+        scale = ops.cast(1.0 / math.sqrt(query.shape[-1]), query.dtype)
         logits = ops.einsum("btnh,bsnh->bnts", query * scale, key)  # (B, N, T, S)
-        logits = ops.cast(logits, "float32")
-        if bias is not None:
-            logits = logits + ops.cast(bias, "float32")
-        soft = self.span_mask(t_dyn, s_dyn, causal)[None]  # (1, N, T, S)
-        allowed = soft > 0.0
-        if mask is not None:
-            allowed = ops.logical_and(allowed, mask)  # (B, N, T, S)
         # softmax(s + log m) = m exp(s) / sum(m exp(s)): weights masked, renormalised.
-        logits = logits + ops.log(ops.maximum(soft, 1e-30))
+        logits = ops.cast(logits, "float32") + ops.log(ops.maximum(soft, 1e-30))
         weights = ops.softmax(ops.where(allowed, logits, MASK_VALUE), axis=-1)
         weights = ops.where(allowed, weights, 0.0)  # (B, N, T, S); empty rows -> 0
-        if training and self.dropout > 0.0:
-            weights = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
-        probs = ops.cast(weights, value.dtype)
-        output = ops.einsum("bnts,bsnv->btnv", probs, value)  # (B, T, N, V)
-        return ops.cast(output, query.dtype), weights
+        if rate:
+            weights = keras.random.dropout(weights, rate, seed=self.seed_generator)
+        output = ops.einsum("bnts,bsnv->btnv", ops.cast(weights, value.dtype), value)
+        return ops.cast(output, query.dtype), weights, masks_lib.merge_masks(rows, masks.query)
 
     def get_config(self):
         config = super().get_config()
-        for name in UNUSED_ARGUMENTS:
-            config.pop(name)
+        config.pop("window_size")
         config.update(
             {
                 "max_span": self.max_span,

@@ -178,7 +178,7 @@ class LocalAttention(MultiHeadAttention):
         output, scores, rows = self._local_attention(
             q, k, v, mask, causal, training, return_attention_scores
         )  # (B, T, N, V), (B, N, T, S) or None, (B|1, T) or None
-        output = zero_rows(self._output_dense(output), rows)  # (B, T, O)
+        output = zero_rows(self._output_dense(self._mask_heads(output)), rows)  # (B, T, O)
         return output, scores
 
     def _attend(self, query, key, value, mask, bias, causal, training, return_weights):
@@ -363,9 +363,11 @@ def blocked_band_attention(
     block_size=None,
     dropout=0.0,
     seed=None,
+    soft_mask=None,
 ):
     """Band attention computed block by block, with optional full mask, extra
-    (global) keys and dropout; the same band as `ops.sliding_window_attention`.
+    (global) keys, a per-head soft mask and dropout; the same band as
+    `ops.sliding_window_attention`.
 
     Each block of C queries attends its L band keys plus the J keys of
     `global_keys` in one softmax over `L + J` logits (the global keys are left out
@@ -381,6 +383,11 @@ def blocked_band_attention(
         block_size: C; defaults to `max(W, 16)` capped at T.
         dropout: dropout rate on the weights (0 for none).
         seed: `keras.random.SeedGenerator` of the dropout.
+        soft_mask: None, or a callable mapping the signed distances `(R, C, L)`
+            int32 (query position minus key position) of the band keys to factors
+            in [0, 1], broadcastable to `(N, R, C, L)`. The weight of a band key
+            becomes `m * exp(s) / sum(m * exp(s))`; a factor of 0 leaves the key
+            out. Not combined with `global_keys`.
 
     Returns:
         `output (B, T, N, V)` in the query's dtype (zeros on rows with no allowed
@@ -390,6 +397,9 @@ def blocked_band_attention(
     empty = empty_attention(query, key, value)
     if empty is not None:  # B, T or S is 0: no block to gather
         return empty, ops.zeros((b_dyn, t_dyn), dtype="bool")
+    if soft_mask is not None and global_keys is not None:
+        raise ValueError("`soft_mask` applies to the band keys only; it cannot be "
+                         "combined with `global_keys`.")
     t = query.shape[1]
     n, k, h, v_dim = query.shape[2], key.shape[2], query.shape[3], value.shape[3]
     g, w = n // k, window_size
@@ -468,6 +478,13 @@ def blocked_band_attention(
     # One softmax over the band and global logits, by hand (TensorFlow's softmax
     # kernel takes rank <= 5); rows with no allowed key give zeros.
     allowed = valid[:, None, None]  # (B|1, 1, 1, R, C, L + J)
+    if soft_mask is not None:
+        factors = ops.cast(soft_mask(distance), "float32")
+        factors = ops.broadcast_to(factors, (n, num_blocks, c, span))
+        factors = ops.reshape(factors, (k, g, num_blocks, c, span))  # (K, G, R, C, L)
+        # m * exp(s) = exp(s + log m); keys with m = 0 are left out instead.
+        logits = logits + ops.log(ops.maximum(factors, 1e-30))
+        allowed = ops.logical_and(allowed, (factors > 0.0)[None])  # (B|1, K, G, R, C, L)
     logits = ops.where(allowed, logits, MASK_VALUE)
     logits = logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
     weights = ops.where(allowed, ops.exp(logits), 0.0)  # (B, K, G, R, C, L + J)

@@ -11,9 +11,11 @@ from keras_attention.testing import run_attention_layer_test
     [
         {"num_heads": 2, "key_dim": 4, "max_span": 4, "ramp_size": 2},
         {"num_heads": 4, "key_dim": 4, "num_key_value_heads": 2, "max_span": 3,
-         "ramp_size": 1, "span_init": 0.3, "position_encoding": "alibi", "dropout": 0.1},
+         "ramp_size": 1, "span_init": 0.3, "position_encoding": "rotary", "dropout": 0.1,
+         "block_size": 2},
+        {"num_heads": 2, "key_dim": 4, "max_span": 2, "ramp_size": 1, "causal": True},
     ],
-    ids=["default", "gqa-alibi-dropout"],
+    ids=["default", "gqa-rotary-dropout", "causal"],
 )
 def test_layer_checks(kwargs):
     run_attention_layer_test(AdaptiveSpanAttention, kwargs)
@@ -37,8 +39,8 @@ def _numpy_adaptive_span(x, ctx, w, spans, max_span, ramp, causal, mask):
     k, v = np.repeat(k, g, axis=2), np.repeat(v, g, axis=2)
     t, s = x.shape[1], ctx.shape[1]
     distance = (np.arange(t) + s - t)[:, None] - np.arange(s)[None]  # (T, S)
-    allowed = mask[:, None] & (distance >= 0 if causal else True)  # (B, 1, T, S)
     distance = distance if causal else np.abs(distance)
+    allowed = mask[:, None] & (distance >= 0) & (distance <= max_span)  # (B, 1, T, S)
     logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1])
     logits = np.where(allowed, logits, -np.inf)
     top = logits.max(-1, keepdims=True)
@@ -54,7 +56,7 @@ def _numpy_adaptive_span(x, ctx, w, spans, max_span, ramp, causal, mask):
         "attention_output/bias"
     ]
     rows = np.broadcast_to(allowed, (x.shape[0], 1, t, s)).any(-1)[:, 0]  # (B, T)
-    return out * rows[..., None], a  # a row with no allowed key is zeros
+    return out * rows[..., None], a  # a row with no key within max_span is zeros
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -75,6 +77,47 @@ def test_golden_against_numpy(causal):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(scores), ref_w, atol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out), ref_out, atol=1e-4)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.spans), spans, atol=1e-6)
+    # Without scores the output comes from the block-wise band computation.
+    out = layer(x, ctx, attention_mask=mask, use_causal_mask=causal)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), ref_out, atol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("lengths", [(13, 13), (7, 11), (11, 7)], ids=["self", "T<S", "T>S"])
+@pytest.mark.parametrize("block_size", [None, 3])
+def test_block_wise_output_equals_dense_weights(causal, lengths, block_size):
+    rng = np.random.default_rng(3)
+    t, s = lengths
+    x = rng.normal(size=(2, t, 8)).astype("float32")
+    ctx = x if t == s else rng.normal(size=(2, s, 5)).astype("float32")
+    layer = AdaptiveSpanAttention(4, 4, max_span=4, ramp_size=2, causal=causal,
+                                  block_size=block_size, num_key_value_heads=2)
+    layer(x, ctx)
+    _randomize(layer, rng)
+    layer.span_fraction.assign(np.array([0.0, 0.4, 0.8, 1.0], "float32"))
+    query_pad, key_pad = np.ones((2, t), bool), np.ones((2, s), bool)
+    query_pad[1, -2:] = False
+    key_pad[0, :3] = False
+    kwargs = {"query_mask": query_pad, "value_mask": key_pad}
+    block_wise = layer(x, ctx, **kwargs)
+    dense, scores = layer(x, ctx, return_attention_scores=True, **kwargs)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(block_wise),
+                               keras.ops.convert_to_numpy(dense), atol=1e-5)
+    scores = keras.ops.convert_to_numpy(scores)
+    assert np.all(np.isfinite(scores))
+    assert np.all(scores[1, :, -2:] == 0.0)  # padded queries
+    assert np.all(scores[0, :, :, :3] == 0.0)  # padded keys
+
+
+@pytest.mark.large
+def test_long_sequence_runs_without_quadratic_memory():
+    # Dense (N, N) logits would need 2 heads x 1 GiB here.
+    n = 16384
+    x = keras.random.normal((1, n, 16), seed=0)
+    layer = AdaptiveSpanAttention(2, 8, max_span=64, ramp_size=8, causal=True)
+    out = keras.ops.convert_to_numpy(layer(x, x))
+    assert out.shape == (1, n, 16)
+    assert np.all(np.isfinite(out))
 
 
 def test_span_penalty_through_add_loss():
@@ -107,6 +150,9 @@ def test_span_penalty_through_add_loss():
         ({"max_span": 4, "span_init": "half"}, "span_init"),
         ({"max_span": 4, "span_loss_coef": -1.0}, "span_loss_coef"),
         ({"max_span": 4, "implementation": "chunked"}, "implementation"),
+        ({"max_span": 4, "window_size": 2}, "window_size"),
+        ({"max_span": 4, "position_encoding": "alibi"}, "position_encoding"),
+        ({"max_span": 4, "block_size": 0}, "block_size"),
     ],
 )
 def test_constructor_errors(kwargs, match):
