@@ -21,7 +21,7 @@ from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     reject_arguments,
 )
-from keras_attention.ops.attention import MASK_VALUE, repeat_kv_heads
+from keras_attention.ops.attention import scaled_dot_product_attention
 from keras_attention.utils.validation import check_positive_int
 
 
@@ -221,26 +221,18 @@ class AdaptiveSpanAttention(LocalAttention):
 
     def _dense_attention(self, query, key, value, masks, causal, rate):
         """Dense attention with the soft span mask, for the attention scores."""
-        groups = query.shape[2] // key.shape[2]
-        key = repeat_kv_heads(key, groups)  # (B, S, N, H)
-        value = repeat_kv_heads(value, groups)  # (B, S, N, V)
         t, s = ops.shape(query)[1], ops.shape(key)[1]
         band = masks_lib.sliding_window_mask(t, self.max_span, s, causal)  # (T, S)
         allowed = dense_pattern(band[None], masks)  # (B|1, T, S)
-        rows = ops.any(allowed, axis=-1)  # (B|1, T)
         soft = self.span_mask(t, s, causal)[None]  # (1, N, T, S)
-        allowed = ops.logical_and(allowed[:, None], soft > 0.0)  # (B|1, N, T, S)
-
-        scale = ops.cast(1.0 / math.sqrt(query.shape[-1]), query.dtype)
-        logits = ops.einsum("btnh,bsnh->bnts", query * scale, key)  # (B, N, T, S)
         # softmax(s + log m) = m exp(s) / sum(m exp(s)): weights masked, renormalised.
-        logits = ops.cast(logits, "float32") + ops.log(ops.maximum(soft, 1e-30))
-        weights = ops.softmax(ops.where(allowed, logits, MASK_VALUE), axis=-1)
-        weights = ops.where(allowed, weights, 0.0)  # (B, N, T, S); empty rows -> 0
-        if rate:
-            weights = keras.random.dropout(weights, rate, seed=self.seed_generator)
-        output = ops.einsum("bnts,bsnv->btnv", ops.cast(weights, value.dtype), value)
-        return ops.cast(output, query.dtype), weights, masks_lib.merge_masks(rows, masks.query)
+        output, weights = scaled_dot_product_attention(
+            query, key, value, mask=ops.logical_and(allowed[:, None], soft > 0.0),
+            bias=ops.log(ops.maximum(soft, 1e-30)), dropout_rate=rate,
+            training=bool(rate), seed=self.seed_generator, return_weights=True,
+        )  # (B, T, N, V), (B, N, T, S)
+        rows = ops.any(allowed, axis=-1)  # (B|1, T)
+        return output, weights, masks_lib.merge_masks(rows, masks.query)
 
     def get_config(self):
         config = super().get_config()
