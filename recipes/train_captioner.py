@@ -5,6 +5,11 @@ Openclipart drawings) and writes its zoo checkpoint.
     python -m recipes.train_captioner --epochs=5 --workdir=/tmp/cap
     python -m recipes.train_captioner --smoke --workdir=/tmp/cap_smoke
 
+The network retrieves the captions of the training images that look most like
+the query and attends to them beside the image patches
+(`--retrieval_neighbours`, 0 turns this off); the datastore is the training
+split, and each training image is kept from retrieving itself.
+
 Steps: install the Debian data packages if missing (apt-get, as root), read and
 clean the captions, render and preprocess the images into the cache folder,
 split by image, build the word vocabulary on the training captions, train
@@ -46,7 +51,7 @@ class CaptionerConfig(TrainConfig):
         install_data: install missing Debian data packages with apt-get.
         augment: random shifts of up to `image_size // 16` pixels (white fill).
         min_word_count: training-caption count for a word to enter the vocabulary.
-        image_size ... dropout: the network, see `zoo.captioner.backbone`.
+        image_size ... fusion_layers: the network, see `zoo.captioner.backbone`.
         beam_width, length_penalty: decoding of the evaluation and the checkpoint.
         name: zoo name of the checkpoint.
         checkpoint_dir: where to write it; "" for `zoo/checkpoints/<name>`
@@ -82,6 +87,8 @@ class CaptionerConfig(TrainConfig):
     decoder_layers: int = 2
     max_caption_length: int = 16
     dropout: float = 0.2
+    retrieval_neighbours: int = 4
+    fusion_layers: int = 1
     beam_width: int = 4
     length_penalty: float = 0.6
     name: str = "captioner_tuxpaint_openclipart"
@@ -94,7 +101,8 @@ SMOKE = dataclasses.replace(
     DEFAULT, workdir="runs/captioner_smoke", epochs=1, batch_size=8, warmup_steps=2,
     sources="tuxpaint", max_images=48, valid_fraction=0.2, test_fraction=0.2,
     min_word_count=1, image_size=32, hidden_dim=32, num_heads=2, intermediate_dim=32,
-    encoder_layers=1, decoder_layers=1, max_caption_length=8, beam_width=2,
+    encoder_layers=1, decoder_layers=1, max_caption_length=8, retrieval_neighbours=2,
+    beam_width=2,
     jit_compile=False, verbose=0, smoke=True,
 )
 
@@ -136,8 +144,17 @@ def prepare_data(config):
     return splits, vocabulary, stats
 
 
+def datastore_captions(split, vocabulary, length):
+    """`(M, length)` ids of each image's main caption, without `[START]`."""
+    return np.stack([vocabulary.encode(captions[0], length + 1)[1:]
+                     for captions in split.captions])
+
+
 def make_dataset(split, vocabulary, config, training):
-    """`({"images", "tokens"}, targets)` batches, one example per (image, caption)."""
+    """`({"images", "tokens"[, "exclude"]}, targets)` batches, one example per
+    (image, caption). With retrieval, "exclude" is the image's row in the
+    training datastore while training (so it never retrieves itself) and -1
+    otherwise."""
     import tensorflow as tf
 
     length = config.max_caption_length
@@ -158,7 +175,10 @@ def make_dataset(split, vocabulary, config, training):
             padded = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]],
                             constant_values=1.0)
             image = tf.image.random_crop(padded, (size, size, 3), seed=config.seed)
-        return {"images": image, "tokens": token_ids[:-1]}, token_ids[1:]
+        inputs = {"images": image, "tokens": token_ids[:-1]}
+        if config.retrieval_neighbours:
+            inputs["exclude"] = index if training else tf.constant(-1, tf.int32)
+        return inputs, token_ids[1:]
 
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(config.batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
@@ -239,7 +259,7 @@ def main(argv=None):
     from zoo.captioner.captioner import VOCABULARY_FILE, WEIGHTS_FILE, Captioner
 
     check_model_config(config.image_size, config.patch_size, config.hidden_dim,
-                       config.num_heads)
+                       config.num_heads, config.retrieval_neighbours, config.fusion_layers)
     start = time.perf_counter()
     splits, vocabulary, stats = prepare_data(config)
     data_seconds = time.perf_counter() - start
@@ -247,14 +267,22 @@ def main(argv=None):
     train_ds = make_dataset(splits["train"], vocabulary, config, training=True)
     valid_ds = make_dataset(splits["valid"], vocabulary, config, training=False)
 
+    train = splits["train"]
+
     def build_model():
-        return build_backbone(
+        model = build_backbone(
             len(vocabulary), image_size=config.image_size, patch_size=config.patch_size,
             hidden_dim=config.hidden_dim, num_heads=config.num_heads,
             intermediate_dim=config.intermediate_dim, encoder_layers=config.encoder_layers,
             decoder_layers=config.decoder_layers,
             max_caption_length=config.max_caption_length, dropout=config.dropout,
+            retrieval_neighbours=config.retrieval_neighbours,
+            fusion_layers=config.fusion_layers, datastore_size=len(train),
         )
+        if config.retrieval_neighbours:
+            model.get_layer("retrieval").set_datastore(
+                train.images, datastore_captions(train, vocabulary, config.max_caption_length))
+        return model
 
     model, info = training.fit(config, build_model, train_ds, valid_ds,
                                caption_loss(config.label_smoothing))
@@ -294,6 +322,7 @@ def main(argv=None):
             },
             "metrics": metrics,
             "main_metric": "cider_d",
+            "datastore_size": len(train) if config.retrieval_neighbours else 0,
             "baselines": baselines,
             "training_time_s": round(info["train_seconds"], 1),
             "total_time_s": round(total_seconds, 1),

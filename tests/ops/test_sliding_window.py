@@ -8,6 +8,7 @@ from keras_attention.ops import scaled_dot_product_attention, sliding_window_att
 from tests.ops.backend_utils import (
     BACKEND,
     jit,
+    jit_output_and_grads,
     largest_intermediate,
     quick_output_and_grads,
     to_numpy,
@@ -64,6 +65,31 @@ def test_output_and_gradients_equal_masked_full_attention(name):
     for got, want, what in zip(grads, ref_grads, ("query", "key", "value")):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=what)
 
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gradients_under_xla_equal_masked_full_attention(causal):
+    # Grouped-query heads, T != S, a key padding mask and query rows with no allowed
+    # key (all keys of sequence 0 near its start are padding), forward and backward
+    # compiled with XLA.
+    q, key, value, cotangent, rng = _inputs(11, 14, n=4, k=2)
+    key_mask = rng.random((2, 14)) > 0.25
+    key_mask[0, :9] = False  # window 2: queries 0-3 of sequence 0 see no key
+    kwargs = dict(window_size=2, causal=causal)
+
+    def band(q, k, v):
+        return sliding_window_attention(q, k, v, mask=key_mask, block_size=4, **kwargs)
+
+    def full(q, k, v):
+        return _reference(q, k, v, key_mask=key_mask, **kwargs)
+
+    out, grads = jit_output_and_grads(band, (q, key, value), cotangent)
+    ref_out, ref_grads = jit_output_and_grads(full, (q, key, value), cotangent)
+    assert np.all(out[0, :4] == 0.0)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5, rtol=1e-5)
+    for got, want, what in zip(grads, ref_grads, ("query", "key", "value")):
+        assert np.all(np.isfinite(got)), what
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=what)
 
 def test_golden_against_numpy():
     q, key, value, _, _ = _inputs(10, 10, n=2, k=2)

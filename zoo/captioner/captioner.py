@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from zoo.captioner import data as data_lib
-from zoo.captioner.backbone import MODEL_KEYS, build_backbone
+from zoo.captioner.backbone import MODEL_KEY_DEFAULTS, MODEL_KEYS, build_backbone
 from zoo.captioner.decoding import DecoderParts, beam_search
 from zoo.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
 
@@ -22,6 +22,7 @@ VOCABULARY_FILE = "vocabulary.json"
 
 def model_config(config):
     """The backbone arguments (see `build_backbone`) from a recipe config dict."""
+    config = {**MODEL_KEY_DEFAULTS, **config}
     missing = [k for k in MODEL_KEYS if k not in config]
     if missing:
         raise ValueError(f"The config lacks the model keys {missing}. "
@@ -176,7 +177,7 @@ class Captioner:
         out = []
         for start in range(0, len(pixels), batch_size):
             chunk = ops.convert_to_tensor(np.asarray(pixels[start:start + batch_size], "float32"))
-            out.append(ops.convert_to_numpy(ops.mean(self.parts.encode(chunk), axis=1)))
+            out.append(ops.convert_to_numpy(ops.mean(self.parts.encode_image(chunk), axis=1)))
         return np.concatenate(out, axis=0)
 
     def attention_maps(self, image, beam_width=None, layer=-1):
@@ -193,10 +194,18 @@ class Captioner:
             layer: index of the decoder block whose cross-attention is used, or
                 `"mean"` for the average over blocks.
 
+        With retrieval, the cross-attention is shared between the patches
+        and the retrieved captions' words: `"maps"` is the part on the
+        patches, renormalised, and `"retrieved_share"` says how much of each
+        word's attention went to the retrieved words instead.
+
         Returns:
             A dict: `"caption"` (str), `"words"` (list of T str), `"maps"`
-            (`(T, G, G)` float32, each summing to 1) and `"image"` (the
-            preprocessed `(S, S, 3)` image).
+            (`(T, G, G)` float32, each summing to 1), `"image"` (the
+            preprocessed `(S, S, 3)` image), and with retrieval
+            `"neighbours"` (the K retrieved captions, most similar first,
+            with their cosine similarity) and `"retrieved_share"` (`(T,)`
+            float32 in [0, 1]).
         """
         num_blocks = len(self.parts.blocks)
         if layer != "mean" and (isinstance(layer, bool) or not isinstance(layer, int)
@@ -215,14 +224,26 @@ class Captioner:
         # Position t predicts word t, so the last word is not fed back.
         tokens = np.asarray([[Vocabulary.start_id, *ids[:max(len(words) - 1, 0)]]],
                             dtype="int32")
-        memory = self.parts.encode(ops.convert_to_tensor(pixels))
-        _, cross = self.parts.teacher_forced(ops.convert_to_tensor(tokens), memory)
-        cross = [ops.convert_to_numpy(ops.cast(c, "float32"))[0] for c in cross]  # (N, T, P)
+        pixels_tensor = ops.convert_to_tensor(pixels)
+        memory, memory_mask = self.parts.encode(pixels_tensor)
+        _, cross = self.parts.teacher_forced(ops.convert_to_tensor(tokens), memory, memory_mask)
+        cross = [ops.convert_to_numpy(ops.cast(c, "float32"))[0] for c in cross]  # (N, T, M)
         chosen = np.mean(cross, axis=0) if layer == "mean" else cross[layer]
-        maps = chosen.mean(axis=0)[: len(words)]  # (T, P)
+        weights = chosen.mean(axis=0)[: len(words)]  # (T, M)
+        patches = self.grid_size ** 2
+        on_patches = weights[:, :patches].sum(axis=-1, keepdims=True)  # (T, 1)
+        maps = weights[:, :patches] / np.maximum(on_patches, 1e-12)
         maps = maps.reshape(len(words), self.grid_size, self.grid_size)
-        return {"caption": " ".join(words), "words": words,
-                "maps": maps.astype("float32"), "image": pixels[0]}
+        result = {"caption": " ".join(words), "words": words,
+                  "maps": maps.astype("float32"), "image": pixels[0]}
+        if self.parts.retrieval is not None:
+            ids, similarity = self.parts.neighbour_ids(pixels_tensor)
+            result["neighbours"] = [
+                (self.vocabulary.decode(row), float(sim)) for row, sim in
+                zip(ops.convert_to_numpy(ids)[0], ops.convert_to_numpy(similarity)[0])]
+            result["retrieved_share"] = np.clip(1.0 - on_patches[:, 0], 0.0, 1.0).astype(
+                "float32")
+        return result
 
     # ------------------------------------------------------------- export
     def export(self, path, beam_width=None):
@@ -278,9 +299,13 @@ class Captioner:
         return path
 
 
-def build_captioner(config, vocabulary, weights_path=None):
-    """A `Captioner` built from a recipe config dict, optionally with weights."""
-    backbone = build_backbone(len(vocabulary), **model_config(config))
+def build_captioner(config, vocabulary, weights_path=None, datastore_size=0):
+    """A `Captioner` built from a recipe config dict, optionally with weights.
+
+    `datastore_size` is the number of training images in the retrieval
+    datastore (needed when the config turns retrieval on)."""
+    backbone = build_backbone(len(vocabulary), datastore_size=datastore_size,
+                              **model_config(config))
     if weights_path is not None:
         backbone.load_weights(str(weights_path))
     return Captioner(backbone, vocabulary, beam_width=int(config.get("beam_width", 4)),
@@ -295,4 +320,5 @@ def load_captioner(directory, manifest):
     if not isinstance(config, dict):
         raise ValueError(f"The manifest of {directory} has no config dict. "  # noqa: TRY004
                          f"Received: config={config!r}")
-    return build_captioner(config, vocabulary, directory / WEIGHTS_FILE)
+    return build_captioner(config, vocabulary, directory / WEIGHTS_FILE,
+                           datastore_size=int(manifest.get("datastore_size", 0)))

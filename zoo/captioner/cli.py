@@ -49,6 +49,8 @@ def run(args):
             raise ValueError("--explain needs an IMAGE. Received: no images")
         result = captioner.attention_maps(args.images[0], beam_width=args.beam_width)
         draw_attention_overlay(result, args.explain)
+        for caption, similarity in result.get("neighbours", []):
+            print(f"retrieved\t{similarity:.3f}\t{caption}")
         print(f"attention overlay written to {args.explain}")
     if args.export:
         captioner.export(args.export, beam_width=args.beam_width)

@@ -3,8 +3,9 @@
 Written with `keras.ops` (the loop with `keras.ops.while_loop`), so the same code
 runs eagerly, inside a `tf.function`, and so inside the exported SavedModel.
 
-Shape legend: B batch, K beam width, P patches, D hidden size, L decoder
-positions (`max_caption_length`), V vocabulary.
+Shape legend: B batch, K beam width, M memory positions (the P patches, plus
+the retrieved words with retrieval), D hidden size, L decoder positions
+(`max_caption_length`), V vocabulary.
 """
 
 from keras import ops
@@ -19,6 +20,12 @@ class DecoderParts:
 
     def __init__(self, backbone):
         self.encoder = backbone.get_layer("image_encoder")
+        names = {layer.name for layer in backbone.layers}
+        self.retrieval = backbone.get_layer("retrieval") if "retrieval" in names else None
+        self.memory = backbone.get_layer("caption_memory") if self.retrieval else None
+        self.fusion_blocks = [backbone.get_layer(f"fusion_block_{i}") for i in range(len(
+            [n for n in names if n.startswith("fusion_block_")]))]
+        self.fusion_norm = backbone.get_layer("fusion_norm") if self.retrieval else None
         self.token_embedding = backbone.get_layer("token_embedding")
         self.position_embedding = backbone.get_layer("position_embedding")
         self.blocks = []
@@ -31,31 +38,56 @@ class DecoderParts:
         self.head = backbone.get_layer("logits")
         self.max_length = self.position_embedding.max_length
 
-    def encode(self, images):
+    def encode_image(self, images):
         """`(B, S, S, 3)` -> patch features `(B, P, D)`."""
         return self.encoder(images, training=False)
+
+    def encode(self, images, exclude=None):
+        """The decoder's memory and its mask for `(B, S, S, 3)` images.
+
+        Without retrieval: patch features `(B, P, D)` and None. With
+        retrieval: patches and retrieved words `(B, M, D)` and their mask
+        `(B, M)`; `exclude` `(B,)` leaves out one datastore row per image
+        (default: none).
+        """
+        patches = self.encode_image(images)
+        if self.retrieval is None:
+            return patches, None
+        if exclude is None:
+            exclude = ops.full((ops.shape(images)[0],), -1, dtype="int32")
+        ids, similarity = self.retrieval(images, exclude)
+        memory, mask = self.memory(patches, self.token_embedding(ids), ids, similarity)
+        for block in self.fusion_blocks:
+            memory = block(memory, padding_mask=mask, training=False)
+        return self.fusion_norm(memory), mask
+
+    def neighbour_ids(self, images):
+        """Retrieved caption ids `(B, K, L)` and similarities `(B, K)`."""
+        exclude = ops.full((ops.shape(images)[0],), -1, dtype="int32")
+        return self.retrieval(images, exclude)
 
     def _embed(self, tokens, start_index=0):
         x = self.token_embedding(tokens)  # (B, T, D)
         return x + self.position_embedding(x, start_index=start_index)
 
-    def decode_step(self, tokens, memory, caches, index):
+    def decode_step(self, tokens, memory, caches, index, memory_mask=None):
         """One new token per row at position `index`: `(B, 1)` -> logits `(B, V)`."""
         x = self._embed(tokens, index)
         new_caches = []
         for block, cache in zip(self.blocks, caches):
-            x, cache = block(x, memory, self_attention_cache=cache,
-                             self_attention_cache_index=index)
+            x, cache = block(x, memory, encoder_padding_mask=memory_mask,
+                             self_attention_cache=cache, self_attention_cache_index=index)
             new_caches.append(cache)
         logits = self.head(self.norm(x))  # (B, 1, V)
         return ops.cast(logits[:, 0], "float32"), new_caches
 
-    def teacher_forced(self, tokens, memory):
-        """Logits `(B, T, V)` and per-block cross-attention `(B, N, T, P)` for `tokens`."""
+    def teacher_forced(self, tokens, memory, memory_mask=None):
+        """Logits `(B, T, V)` and per-block cross-attention `(B, N, T, M)` for `tokens`."""
         x = self._embed(tokens)
         cross = []
         for block in self.blocks:
-            x, _, scores = block(x, memory, return_attention_scores=True)
+            x, _, scores = block(x, memory, encoder_padding_mask=memory_mask,
+                                 return_attention_scores=True)
             cross.append(scores)
         return ops.cast(self.head(self.norm(x)), "float32"), cross
 
@@ -97,8 +129,10 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     k = int(beam_width)
     max_length = int(max_length or parts.max_length)
     batch_size = ops.shape(images)[0]
-    memory = parts.encode(images)  # (B, P, D)
-    memory = ops.repeat(memory, k, axis=0)  # (B*K, P, D)
+    memory, memory_mask = parts.encode(images)  # (B, M, D), (B, M) or None
+    memory = ops.repeat(memory, k, axis=0)  # (B*K, M, D)
+    if memory_mask is not None:
+        memory_mask = ops.repeat(memory_mask, k, axis=0)
     caches = tuple(parts.init_caches(batch_size * k, max_length))
     tokens = _start_buffer(batch_size * k, max_length)  # (B*K, L + 1)
     first = ops.concatenate([ops.zeros((1,)), ops.full((k - 1,), _NEG)])  # (K,)
@@ -115,7 +149,7 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
 
     def body(i, tokens, caches, scores, finished):
         current = ops.slice(tokens, [0, i], [batch_size * k, 1])  # (B*K, 1)
-        logits, caches = parts.decode_step(current, memory, list(caches), i)
+        logits, caches = parts.decode_step(current, memory, list(caches), i, memory_mask)
         log_probs = ops.log_softmax(ops.where(banned, _NEG, logits), axis=-1)  # (B*K, V)
         log_probs = ops.reshape(log_probs, (batch_size, k, vocab))
         log_probs = ops.where(finished[..., None], pad_only, log_probs)

@@ -23,6 +23,11 @@ def upsample_map(attention, size):
 def draw_attention_overlay(result, path, columns=5, panel_size=2.0, alpha=0.55):
     """Writes a PNG: the image, then one panel per word with its attention heat map.
 
+    With a retrieval captioner's result, the image panel's title names the
+    nearest retrieved caption, and each word's title gives the share of its
+    attention that went to the retrieved captions rather than the image
+    (e.g. "red (text 62%)").
+
     Args:
         result: the dict returned by `Captioner.attention_maps`.
         path: the PNG file to write.
@@ -52,12 +57,17 @@ def draw_attention_overlay(result, path, columns=5, panel_size=2.0, alpha=0.55):
         axis = figure.add_subplot(rows, columns, index + 1)
         axis.imshow(image, extent=(0, size, size, 0))
         if index == 0:
-            axis.set_title("image", fontsize=9)
+            neighbours = result.get("neighbours")
+            axis.set_title(f"nearest: {neighbours[0][0]}" if neighbours else "image",
+                           fontsize=8 if neighbours else 9)
         else:
             heat = upsample_map(maps[index - 1], size)
             axis.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0,
                         extent=(0, size, size, 0))
-            axis.set_title(words[index - 1], fontsize=9)
+            title = words[index - 1]
+            if "retrieved_share" in result:
+                title += f" (text {100 * float(result['retrieved_share'][index - 1]):.0f}%)"
+            axis.set_title(title, fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
     figure.tight_layout()

@@ -59,8 +59,12 @@ WORDS = frozenset(
 
 
 def tiny_captioner(vocabulary_words=("red", "green", "blue", "cat", "apple", "pear"),
-                   image_size=16, beam_width=3, seed=0):
-    """A randomly initialised small captioner (float32)."""
+                   image_size=16, beam_width=3, seed=0, retrieval_neighbours=0):
+    """A randomly initialised small captioner (float32).
+
+    With `retrieval_neighbours`, its datastore holds 6 random images whose
+    captions are `DATASTORE_CAPTIONS`.
+    """
     import keras
 
     from zoo.captioner.backbone import build_backbone
@@ -69,8 +73,24 @@ def tiny_captioner(vocabulary_words=("red", "green", "blue", "cat", "apple", "pe
 
     keras.utils.set_random_seed(seed)
     vocabulary = Vocabulary(list(vocabulary_words))
+    length = 6
     backbone = build_backbone(len(vocabulary), image_size=image_size, patch_size=4,
                               hidden_dim=16, num_heads=2, intermediate_dim=16,
-                              encoder_layers=1, decoder_layers=2, max_caption_length=6,
-                              dropout=0.0)
+                              encoder_layers=1, decoder_layers=2, max_caption_length=length,
+                              dropout=0.0, retrieval_neighbours=retrieval_neighbours,
+                              fusion_layers=1 if retrieval_neighbours else 0,
+                              datastore_size=len(DATASTORE_CAPTIONS))
+    if retrieval_neighbours:
+        images = datastore_images(image_size)
+        ids = np.stack([vocabulary.encode(c, length + 1)[1:] for c in DATASTORE_CAPTIONS])
+        backbone.get_layer("retrieval").set_datastore(images, ids)
     return Captioner(backbone, vocabulary, beam_width=beam_width, length_penalty=0.6)
+
+
+DATASTORE_CAPTIONS = ("red cat", "green apple", "blue pear", "a red apple", "cat", "pear pear")
+
+
+def datastore_images(image_size=16):
+    """The 6 uint8 images of the tiny captioner's datastore."""
+    return np.random.default_rng(7).integers(0, 256, size=(6, image_size, image_size, 3),
+                                             dtype=np.uint8)

@@ -4,17 +4,30 @@ import numpy as np
 import pytest
 from keras import ops
 
-from tests.zoo.captioner.helpers import coloured_square, png_bytes, tiny_captioner
+from tests.zoo.captioner.helpers import (
+    coloured_square,
+    datastore_images,
+    png_bytes,
+    tiny_captioner,
+)
 from zoo.captioner.backbone import build_backbone
 from zoo.captioner.captioner import Captioner
 from zoo.captioner.decoding import beam_search
 from zoo.captioner.vocabulary import Vocabulary
 
 
-@pytest.fixture(scope="module")
-def captioner():
-    """One tiny captioner for the module, so its decoding functions trace once."""
-    return tiny_captioner()
+@pytest.fixture(scope="module", params=[0, 2], ids=["plain", "retrieval"])
+def captioner(request):
+    """A tiny captioner per kind (without retrieval, with 2 retrieved captions),
+    shared by the module so its decoding functions trace once."""
+    return tiny_captioner(retrieval_neighbours=request.param)
+
+
+def _inputs(captioner, images, tokens):
+    inputs = {"images": np.asarray(images, "float32"), "tokens": np.asarray(tokens, "int32")}
+    if captioner.parts.retrieval is not None:
+        inputs["exclude"] = np.full((len(inputs["images"]),), -1, "int32")
+    return inputs
 
 
 def _images(count=2, size=16, seed=0):
@@ -23,8 +36,8 @@ def _images(count=2, size=16, seed=0):
 
 def _log_probs(captioner, image, tokens):
     """Teacher-forced log-probabilities `(len(tokens), V)` without the cache."""
-    inputs = {"images": image[None], "tokens": np.asarray([tokens], dtype="int32")}
-    logits = ops.convert_to_numpy(captioner.backbone(inputs))[0]
+    logits = ops.convert_to_numpy(captioner.backbone(_inputs(captioner, image[None],
+                                                             [tokens])))[0]
     for banned in (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id):
         logits[:, banned] = -1e9
     return logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
@@ -129,6 +142,24 @@ def test_attention_maps(captioner):
     assert result["image"].shape == (16, 16, 3)
     mean = captioner.attention_maps(image, beam_width=1, layer="mean")
     assert mean["maps"].shape == result["maps"].shape
+    if captioner.parts.retrieval is None:
+        assert "neighbours" not in result
+        return
+    assert result["retrieved_share"].shape == (len(words),)
+    assert np.all((result["retrieved_share"] >= 0) & (result["retrieved_share"] <= 1))
+    captions = [c for c, _ in result["neighbours"]]
+    similarity = [s for _, s in result["neighbours"]]
+    assert len(captions) == 2 and similarity[0] >= similarity[1]
+    assert set(captions) <= {"red cat", "green apple", "blue pear", "red apple", "cat",
+                             "pear pear"}
+
+
+def test_retrieval_finds_a_datastore_image_itself():
+    captioner = tiny_captioner(retrieval_neighbours=2)
+    images = datastore_images()
+    result = captioner.attention_maps(images[3])
+    assert result["neighbours"][0][0] == "red apple"  # "a" is not in the vocabulary
+    assert result["neighbours"][0][1] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_image_features(captioner):
@@ -145,7 +176,7 @@ def test_build_backbone_checks_sizes():
 
 
 def test_backbone_under_xla_matches_eager(captioner):
-    inputs = {"images": _images(2), "tokens": np.array([[2, 4, 5], [2, 6, 3]], "int32")}
+    inputs = _inputs(captioner, _images(2), [[2, 4, 5], [2, 6, 3]])
     eager = ops.convert_to_numpy(captioner.backbone(inputs))
     model = captioner.backbone
     model.compile(jit_compile=True)

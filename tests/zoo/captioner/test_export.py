@@ -14,7 +14,8 @@ from zoo.serving import run_saved_model
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    captioner = tiny_captioner()
+    # With retrieval, as the shipped captioner: the datastore goes into the graph.
+    captioner = tiny_captioner(retrieval_neighbours=2)
     # Make [END] unlikely so that the random model writes words.
     bias = captioner.parts.head.bias
     bias.assign(bias.numpy() - 4.0 * (np.arange(bias.shape[0]) == 3))

@@ -19,3 +19,16 @@ def test_draw_attention_overlay(tmp_path):
     path = draw_attention_overlay(result, tmp_path / "overlay.png", columns=2)
     assert (tmp_path / "overlay.png").read_bytes().startswith(b"\x89PNG")
     assert path == tmp_path / "overlay.png"
+
+
+def test_draw_attention_overlay_with_retrieval(tmp_path):
+    result = {"caption": "red cat", "words": ["red", "cat"],
+              "maps": np.full((2, 4, 4), 1 / 16, "float32"),
+              "image": np.ones((16, 16, 3), "float32"),
+              "neighbours": [("red cat", 0.97), ("blue cat", 0.6)],
+              "retrieved_share": np.array([0.62, 0.1], "float32")}
+    draw_attention_overlay(result, tmp_path / "overlay.png")
+    from PIL import Image
+
+    with Image.open(tmp_path / "overlay.png") as image:
+        assert image.size == (600, 240)
