@@ -49,8 +49,11 @@ class CaptionerConfig(TrainConfig):
         cache_dir: rendered SVGs and preprocessed arrays; "" for the default
             (`$KERAS_ATTENTION_CACHE/captions` or `~/.cache/keras_attention/captions`).
         install_data: install missing Debian data packages with apt-get.
-        augment: random shifts of up to `image_size // 16` pixels (white fill).
-        min_word_count: training-caption count for a word to enter the vocabulary.
+        augment: random shifts of up to `image_size // 16` pixels (white fill),
+            applied inside the network while training (`RandomShift`).
+        min_word_count: training-caption count for a word to enter the vocabulary
+            (1 by default: with retrieval the model can copy any word of a
+            retrieved training caption, however rare).
         image_size ... fusion_layers: the network, see `zoo.captioner.backbone`.
         beam_width, length_penalty: decoding of the evaluation and the checkpoint.
         name: zoo name of the checkpoint.
@@ -77,7 +80,7 @@ class CaptionerConfig(TrainConfig):
     cache_dir: str = ""
     install_data: bool = True
     augment: bool = True
-    min_word_count: int = 2
+    min_word_count: int = 1
     image_size: int = 64
     patch_size: int = 8
     hidden_dim: int = 96
@@ -152,7 +155,8 @@ def datastore_captions(split, vocabulary, length):
 
 def make_dataset(split, vocabulary, config, training):
     """`({"images", "tokens"[, "exclude"]}, targets)` batches, one example per
-    (image, caption). With retrieval, "exclude" is the image's row in the
+    (image, caption). Images are not augmented here: the network shifts them
+    itself while training (`augment_shift` of `build_backbone`). With retrieval, "exclude" is the image's row in the
     training datastore while training (so it never retrieves itself) and -1
     otherwise."""
     import tensorflow as tf
@@ -167,14 +171,9 @@ def make_dataset(split, vocabulary, config, training):
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(image_index, "int32"), np.stack(ids)))
     if training:
         ds = ds.shuffle(len(ids), seed=config.seed, reshuffle_each_iteration=True)
-    size, shift = config.image_size, max(1, config.image_size // 16)
 
     def example(index, token_ids):
         image = tf.cast(tf.gather(images, index), tf.float32) / 255.0
-        if training and config.augment:
-            padded = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]],
-                            constant_values=1.0)
-            image = tf.image.random_crop(padded, (size, size, 3), seed=config.seed)
         inputs = {"images": image, "tokens": token_ids[:-1]}
         if config.retrieval_neighbours:
             inputs["exclude"] = index if training else tf.constant(-1, tf.int32)
@@ -278,6 +277,7 @@ def main(argv=None):
             max_caption_length=config.max_caption_length, dropout=config.dropout,
             retrieval_neighbours=config.retrieval_neighbours,
             fusion_layers=config.fusion_layers, datastore_size=len(train),
+            augment_shift=max(1, config.image_size // 16) if config.augment else 0,
         )
         if config.retrieval_neighbours:
             model.get_layer("retrieval").set_datastore(

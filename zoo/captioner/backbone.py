@@ -7,7 +7,8 @@ Show, Attend and Tell (Xu et al. 2015) in Transformer form: the image becomes
 a grid of patch features, and every decoder block cross-attends from the words
 to the patches, so each generated word has an attention map over the image.
 
-- Image encoder ("image_encoder", a functional model): a convolutional stem of
+- Image encoder ("image_encoder", a functional model): random shifts while
+  training (`RandomShift`), a convolutional stem of
   stride-2 3x3 convolutions (log2(patch_size) of them, as in the "early
   convolutions" ViT of Xiao et al. 2021, which trains better from scratch on
   little data than a single patchify layer), 2-D sin-cos
@@ -19,8 +20,11 @@ to the patches, so each generated word has an attention map over the image.
   appends the embedded words of those captions (the decoder's own word
   embedding) to the patches, `fusion_layers` `TransformerEncoderBlock`s let
   patches and retrieved words attend to each other, and the decoder's
-  cross-attention reads the joint memory `(B, P + K * L, D)`. While training,
-  each image's own datastore row is excluded (input "exclude").
+  cross-attention reads the joint memory `(B, P + K * L, D)`. A `CopyHead`
+  mixes the vocabulary softmax with copying a retrieved word
+  (pointer-generator), so the output is then normalised log-probabilities
+  rather than raw logits (`log_softmax` leaves either unchanged). While
+  training, each image's own datastore row is excluded (input "exclude").
 - Decoder: word embedding plus `LearnedPositionEmbedding`, `decoder_layers`
   `TransformerDecoderBlock`s (causal self-attention with a key/value cache for
   decoding, cross-attention to the patches), a final layer norm and a float32
@@ -38,6 +42,8 @@ from keras_attention.layers import (
     TransformerEncoderBlock,
 )
 from zoo.captioner.caption_memory import CaptionMemory
+from zoo.captioner.copy_head import CopyHead
+from zoo.captioner.random_shift import RandomShift
 from zoo.captioner.retrieval import CaptionRetrieval
 
 MODEL_KEYS = (
@@ -73,10 +79,11 @@ def check_model_config(image_size, patch_size, hidden_dim, num_heads, retrieval_
 
 
 def build_image_encoder(image_size, patch_size, hidden_dim, num_heads, intermediate_dim,
-                        encoder_layers, dropout):
+                        encoder_layers, dropout, augment_shift=0):
     """The functional image encoder `(B, S, S, 3)` in [0, 1] -> `(B, P, D)`."""
     images = keras.Input((image_size, image_size, 3), name="images")
-    x = keras.layers.Rescaling(4.0, offset=-2.0, name="normalise")(images)
+    x = RandomShift(augment_shift, name="random_shift")(images)  # identity unless training
+    x = keras.layers.Rescaling(4.0, offset=-2.0, name="normalise")(x)
     stages = int(math.log2(patch_size))
     for i in range(stages):
         filters = hidden_dim if i == stages - 1 else max(16, hidden_dim >> (stages - 1 - i))
@@ -101,7 +108,7 @@ def build_image_encoder(image_size, patch_size, hidden_dim, num_heads, intermedi
 def build_backbone(vocabulary_size, image_size=64, patch_size=8, hidden_dim=128,
                    num_heads=4, intermediate_dim=256, encoder_layers=2, decoder_layers=2,
                    max_caption_length=16, dropout=0.1, retrieval_neighbours=0,
-                   fusion_layers=0, datastore_size=0):
+                   fusion_layers=0, datastore_size=0, augment_shift=0):
     """The captioner network as a functional Keras model.
 
     Args:
@@ -120,21 +127,26 @@ def build_backbone(vocabulary_size, image_size=64, patch_size=8, hidden_dim=128,
             only with retrieval).
         datastore_size: M, training images in the retrieval datastore (needed
             with retrieval; fill it with `CaptionRetrieval.set_datastore`).
+        augment_shift: largest random shift in pixels (white fill) applied to
+            the image encoder's input while training (`RandomShift`); it has
+            no weights and does nothing at inference. Retrieval sees the
+            unshifted image.
 
     Returns:
         A `keras.Model` named "captioner_backbone" taking `{"images": (B, S, S, 3)
         float in [0, 1], "tokens": (B, T) int32}` (plus `"exclude": (B,)` int32,
         a datastore row per image to leave out or -1, with retrieval) and
-        returning `(B, T, V)` float32 logits of the next word. Its layers
+        returning `(B, T, V)` float32 logits of the next word (with retrieval,
+        log-probabilities of the copy-or-generate mixture). Its layers
         "image_encoder", "retrieval", "caption_memory", "fusion_block_<i>",
         "fusion_norm", "token_embedding", "position_embedding",
-        "decoder_block_<i>", "decoder_norm" and "logits" are used for cached
-        decoding (see `zoo.captioner.decoding.DecoderParts`).
+        "decoder_block_<i>", "decoder_norm", "logits" and "copy_head" are used
+        for cached decoding (see `zoo.captioner.decoding.DecoderParts`).
     """
     check_model_config(image_size, patch_size, hidden_dim, num_heads, retrieval_neighbours,
                        fusion_layers, datastore_size if retrieval_neighbours else None)
     encoder = build_image_encoder(image_size, patch_size, hidden_dim, num_heads,
-                                  intermediate_dim, encoder_layers, dropout)
+                                  intermediate_dim, encoder_layers, dropout, augment_shift)
     images = keras.Input((image_size, image_size, 3), name="images")
     tokens = keras.Input((None,), dtype="int32", name="tokens")
     inputs = {"images": images, "tokens": tokens}
@@ -167,5 +179,8 @@ def build_backbone(vocabulary_size, image_size=64, patch_size=8, hidden_dim=128,
             x, memory, encoder_padding_mask=memory_mask)
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(x)
     logits = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")(x)
+    if retrieval_neighbours:
+        logits = CopyHead(encoder.output_shape[1], name="copy_head")(
+            x, memory, memory_mask, ids, logits)  # normalised log-probabilities
     return keras.Model(inputs, logits,
                        name="captioner_backbone")

@@ -9,6 +9,9 @@ from keras import ops
 
 from zoo.captioner.vocabulary import Vocabulary
 
+# Upper edges of the similarity buckets (the last bucket is >= 0.999).
+SIMILARITY_EDGES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
+
 
 @keras.saving.register_keras_serializable(package="keras_attention_zoo")
 class CaptionMemory(keras.layers.Layer):
@@ -16,9 +19,13 @@ class CaptionMemory(keras.layers.Layer):
 
     Each retrieved word gets, on top of its word embedding, a learned
     embedding of its position in its caption, one of its neighbour's rank,
-    and a linear function of its neighbour's similarity to the query, so
+    a linear function of its neighbour's cosine similarity to the query, and
+    a learned embedding of the similarity's bucket (`SIMILARITY_EDGES`), so
     the layers that read the memory know which caption a word comes from and
-    how far that caption's image is. `[PAD]` words are masked out.
+    how close that caption's image is. The buckets matter: a neighbour at
+    0.999 or above is nearly always a copy of the image with the same caption,
+    one at 0.95 rarely is, and a linear term cannot draw that line. `[PAD]`
+    words are masked out.
 
     Args:
         num_neighbours: K.
@@ -59,12 +66,19 @@ class CaptionMemory(keras.layers.Layer):
         self.rank = self.add_weight(shape=(k, dim), initializer="zeros", name="rank")
         self.similarity_kernel = self.add_weight(shape=(dim,), initializer="zeros",
                                                  name="similarity_kernel")
+        self.similarity_buckets = self.add_weight(shape=(len(SIMILARITY_EDGES) + 1, dim),
+                                                  initializer="zeros",
+                                                  name="similarity_buckets")
 
     def call(self, patches, words, ids, similarity):
+        similarity = ops.cast(similarity, "float32")
+        bucket = ops.sum(ops.cast(similarity[..., None] >= ops.convert_to_tensor(
+            SIMILARITY_EDGES, "float32"), "int32"), axis=-1)  # (B, K)
         similarity = ops.cast(similarity, self.compute_dtype)
         words = (words + self.word_position[None, None]
                  + self.rank[None, :, None]
-                 + similarity[:, :, None, None] * self.similarity_kernel)  # (B, K, L, D)
+                 + similarity[:, :, None, None] * self.similarity_kernel
+                 + ops.take(self.similarity_buckets, bucket, axis=0)[:, :, None])  # (B,K,L,D)
         batch, dim = ops.shape(patches)[0], patches.shape[-1]
         words = ops.reshape(ops.cast(words, patches.dtype),
                             (batch, self.num_neighbours * self.caption_length, dim))

@@ -225,8 +225,8 @@ class Captioner:
         tokens = np.asarray([[Vocabulary.start_id, *ids[:max(len(words) - 1, 0)]]],
                             dtype="int32")
         pixels_tensor = ops.convert_to_tensor(pixels)
-        memory, memory_mask = self.parts.encode(pixels_tensor)
-        _, cross = self.parts.teacher_forced(ops.convert_to_tensor(tokens), memory, memory_mask)
+        context = self.parts.encode(pixels_tensor)
+        _, cross = self.parts.teacher_forced(ops.convert_to_tensor(tokens), context)
         cross = [ops.convert_to_numpy(ops.cast(c, "float32"))[0] for c in cross]  # (N, T, M)
         chosen = np.mean(cross, axis=0) if layer == "mean" else cross[layer]
         weights = chosen.mean(axis=0)[: len(words)]  # (T, M)

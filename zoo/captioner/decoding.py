@@ -36,6 +36,7 @@ class DecoderParts:
                 break
         self.norm = backbone.get_layer("decoder_norm")
         self.head = backbone.get_layer("logits")
+        self.copy = backbone.get_layer("copy_head") if self.retrieval else None
         self.max_length = self.position_embedding.max_length
 
     def encode_image(self, images):
@@ -43,23 +44,25 @@ class DecoderParts:
         return self.encoder(images, training=False)
 
     def encode(self, images, exclude=None):
-        """The decoder's memory and its mask for `(B, S, S, 3)` images.
+        """The context the decoder reads, for `(B, S, S, 3)` images.
 
-        Without retrieval: patch features `(B, P, D)` and None. With
-        retrieval: patches and retrieved words `(B, M, D)` and their mask
-        `(B, M)`; `exclude` `(B,)` leaves out one datastore row per image
+        Returns `(memory, mask, word_ids)`. Without retrieval: patch features
+        `(B, P, D)`, None, None. With retrieval: patches and retrieved words
+        `(B, M, D)`, their mask `(B, M)` and the retrieved words' ids
+        `(B, R)`; `exclude` `(B,)` leaves out one datastore row per image
         (default: none).
         """
         patches = self.encode_image(images)
         if self.retrieval is None:
-            return patches, None
+            return patches, None, None
         if exclude is None:
             exclude = ops.full((ops.shape(images)[0],), -1, dtype="int32")
         ids, similarity = self.retrieval(images, exclude)
         memory, mask = self.memory(patches, self.token_embedding(ids), ids, similarity)
         for block in self.fusion_blocks:
             memory = block(memory, padding_mask=mask, training=False)
-        return self.fusion_norm(memory), mask
+        word_ids = ops.reshape(ids, (ops.shape(ids)[0], -1))
+        return self.fusion_norm(memory), mask, word_ids
 
     def neighbour_ids(self, images):
         """Retrieved caption ids `(B, K, L)` and similarities `(B, K)`."""
@@ -70,26 +73,38 @@ class DecoderParts:
         x = self.token_embedding(tokens)  # (B, T, D)
         return x + self.position_embedding(x, start_index=start_index)
 
-    def decode_step(self, tokens, memory, caches, index, memory_mask=None):
-        """One new token per row at position `index`: `(B, 1)` -> logits `(B, V)`."""
+    def _output(self, x, context):
+        """Final norm and head: `(B, T, D)` -> float32 `(B, T, V)` logits."""
+        x = self.norm(x)
+        logits = self.head(x)
+        if self.copy is not None:
+            memory, mask, word_ids = context
+            logits = self.copy(x, memory, mask, word_ids, logits)
+        return ops.cast(logits, "float32")
+
+    def decode_step(self, tokens, context, caches, index):
+        """One new token per row at position `index`: `(B, 1)` -> logits `(B, V)`.
+
+        `context` is the result of `encode` (repeated per beam)."""
+        memory, mask, _ = context
         x = self._embed(tokens, index)
         new_caches = []
         for block, cache in zip(self.blocks, caches):
-            x, cache = block(x, memory, encoder_padding_mask=memory_mask,
+            x, cache = block(x, memory, encoder_padding_mask=mask,
                              self_attention_cache=cache, self_attention_cache_index=index)
             new_caches.append(cache)
-        logits = self.head(self.norm(x))  # (B, 1, V)
-        return ops.cast(logits[:, 0], "float32"), new_caches
+        return self._output(x, context)[:, 0], new_caches
 
-    def teacher_forced(self, tokens, memory, memory_mask=None):
+    def teacher_forced(self, tokens, context):
         """Logits `(B, T, V)` and per-block cross-attention `(B, N, T, M)` for `tokens`."""
+        memory, mask, _ = context
         x = self._embed(tokens)
         cross = []
         for block in self.blocks:
-            x, _, scores = block(x, memory, encoder_padding_mask=memory_mask,
+            x, _, scores = block(x, memory, encoder_padding_mask=mask,
                                  return_attention_scores=True)
             cross.append(scores)
-        return ops.cast(self.head(self.norm(x)), "float32"), cross
+        return self._output(x, context), cross
 
     def init_caches(self, batch_size, max_length):
         return [block.init_cache(batch_size, max_length) for block in self.blocks]
@@ -129,10 +144,9 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     k = int(beam_width)
     max_length = int(max_length or parts.max_length)
     batch_size = ops.shape(images)[0]
-    memory, memory_mask = parts.encode(images)  # (B, M, D), (B, M) or None
-    memory = ops.repeat(memory, k, axis=0)  # (B*K, M, D)
-    if memory_mask is not None:
-        memory_mask = ops.repeat(memory_mask, k, axis=0)
+    # (B*K, M, D) memory, then (B*K, M) mask and (B*K, R) word ids or None.
+    context = tuple(None if c is None else ops.repeat(c, k, axis=0)
+                    for c in parts.encode(images))
     caches = tuple(parts.init_caches(batch_size * k, max_length))
     tokens = _start_buffer(batch_size * k, max_length)  # (B*K, L + 1)
     first = ops.concatenate([ops.zeros((1,)), ops.full((k - 1,), _NEG)])  # (K,)
@@ -149,7 +163,7 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
 
     def body(i, tokens, caches, scores, finished):
         current = ops.slice(tokens, [0, i], [batch_size * k, 1])  # (B*K, 1)
-        logits, caches = parts.decode_step(current, memory, list(caches), i, memory_mask)
+        logits, caches = parts.decode_step(current, context, list(caches), i)
         log_probs = ops.log_softmax(ops.where(banned, _NEG, logits), axis=-1)  # (B*K, V)
         log_probs = ops.reshape(log_probs, (batch_size, k, vocab))
         log_probs = ops.where(finished[..., None], pad_only, log_probs)

@@ -116,9 +116,14 @@ def test_caption_memory_joins_patches_and_words():
     layer.word_position.assign(np.arange(5 * 8, dtype="float32").reshape(5, 8))
     layer.rank.assign(np.full((3, 8), 100.0, "float32"))
     layer.similarity_kernel.assign(np.ones((8,), "float32"))
+    # Bucket b adds 1000 * b: similarities 0.9, 0.5, 0.1 / 0.8, 0.7, 0.6 fall in
+    # buckets 4, 1, 0 / 3, 2, 1 (edges 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999).
+    layer.similarity_buckets.assign(np.repeat(1000.0 * np.arange(8, dtype="float32")[:, None],
+                                              8, axis=1))
     memory = ops.convert_to_numpy(layer(patches, words, ids, similarity)[0])
+    buckets = np.array([[4, 1, 0], [3, 2, 1]], "float32")
     expected = (words + np.arange(40, dtype="float32").reshape(1, 1, 5, 8) + 100.0
-                + similarity[:, :, None, None])
+                + similarity[:, :, None, None] + 1000.0 * buckets[:, :, None, None])
     np.testing.assert_allclose(memory[:, 4:], expected.reshape(2, 15, 8), rtol=1e-6)
 
 
