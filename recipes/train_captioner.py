@@ -56,6 +56,11 @@ class CaptionerConfig(TrainConfig):
             retrieved training caption, however rare).
         image_size ... fusion_layers: the network, see `zoo.captioner.backbone`.
         beam_width, length_penalty: decoding of the evaluation and the checkpoint.
+        scst_epochs: epochs of self-critical training on CIDEr-D after the
+            cross-entropy epochs (0: none; `zoo.captioner.self_critical`); the
+            epoch with the best validation CIDEr-D is kept.
+        scst_samples, scst_images_per_step, scst_learning_rate: its sampled
+            captions per image, images per step and Adam learning rate.
         name: zoo name of the checkpoint.
         checkpoint_dir: where to write it; "" for `zoo/checkpoints/<name>`
             (`<workdir>/checkpoint` with --smoke).
@@ -94,6 +99,10 @@ class CaptionerConfig(TrainConfig):
     fusion_layers: int = 1
     beam_width: int = 4
     length_penalty: float = 0.6
+    scst_epochs: int = 4
+    scst_samples: int = 5
+    scst_images_per_step: int = 16
+    scst_learning_rate: float = 2e-5
     name: str = "captioner_tuxpaint_openclipart"
     checkpoint_dir: str = ""
     write_checkpoint: bool = True
@@ -105,7 +114,7 @@ SMOKE = dataclasses.replace(
     sources="tuxpaint", max_images=48, valid_fraction=0.2, test_fraction=0.2,
     min_word_count=1, image_size=32, hidden_dim=32, num_heads=2, intermediate_dim=32,
     encoder_layers=1, decoder_layers=1, max_caption_length=8, retrieval_neighbours=2,
-    beam_width=2,
+    beam_width=2, scst_epochs=1, scst_samples=2, scst_images_per_step=8,
     jit_compile=False, verbose=0, smoke=True,
 )
 
@@ -287,12 +296,25 @@ def main(argv=None):
     model, info = training.fit(config, build_model, train_ds, valid_ds,
                                caption_loss(config.label_smoothing))
     captioner = Captioner(model, vocabulary, config.beam_width, config.length_penalty)
+    scst = None
+    if config.scst_epochs:
+        from zoo.captioner.self_critical import SelfCriticalTrainer
+
+        scst_start = time.perf_counter()
+        trainer = SelfCriticalTrainer(
+            captioner, train, splits["valid"], config.workdir, config.scst_samples,
+            config.scst_images_per_step, config.scst_learning_rate, config.seed,
+            config.jit_compile, run_eagerly=config.smoke)
+        scst = trainer.fit(config.scst_epochs, verbose=config.verbose)
+        scst["session_seconds"] = time.perf_counter() - scst_start
+        info["train_seconds"] += scst["session_seconds"]
     rows, metrics, baselines, examples = evaluate(captioner, splits, config)
     total_seconds = time.perf_counter() - start
     payload = training.write_evaluation(
         rows, os.path.join(config.workdir, "evaluation.json"),
         extra={"metrics": metrics, "baselines": baselines, "data": stats,
                "examples": examples, "train_seconds": info["train_seconds"],
+               "self_critical": scst,
                "total_seconds": total_seconds, "config": config.to_dict()},
         title="Captioning on the test split (CIDEr-D, BLEU-4)",
     )
@@ -324,6 +346,7 @@ def main(argv=None):
             "main_metric": "cider_d",
             "datastore_size": len(train) if config.retrieval_neighbours else 0,
             "baselines": baselines,
+            "self_critical": scst,
             "training_time_s": round(info["train_seconds"], 1),
             "total_time_s": round(total_seconds, 1),
             "keras_version": keras.__version__,

@@ -27,6 +27,10 @@ def test_smoke_run_writes_evaluation_and_loadable_checkpoint(tmp_path):
     manifest = checkpoint.verify_checkpoint(directory, train_captioner.RECIPE)
     assert manifest["recipe"] == (f"python -m recipes.train_captioner --smoke "
                                   f"--workdir={workdir} --cache_dir={tmp_path / 'cache'}")
+    scst = manifest["self_critical"]
+    assert scst["epoch"] == 1 and [h["epoch"] for h in scst["history"]] == [0, 1]
+    assert scst["best"] == max(h["valid_cider_d"] for h in scst["history"])
+    assert stored["self_critical"]["history"] == scst["history"]
     assert manifest["task"] == "caption" and manifest["main_metric"] == "cider_d"
     assert set(manifest["baselines"]) == {"most_frequent_caption", "nearest_neighbour_pixels",
                                          "nearest_neighbour_encoder"}

@@ -73,41 +73,75 @@ def cider_d(candidates, references, sigma=6.0, max_n=4):
     candidates, references = _check(candidates, references)
     if not candidates:
         raise ValueError("`candidates` must not be empty. Received: 0 images")
-    cand_words = [caption_words(c) for c in candidates]
-    ref_words = [[caption_words(r) for r in refs] for refs in references]
-    num_images = len(candidates)
-    log_images = math.log(float(num_images))
-    df = [collections.Counter() for _ in range(max_n)]
-    for refs in ref_words:
-        for n in range(max_n):
-            seen = set()
-            for words in refs:
-                seen.update(_ngrams(words, n + 1))
-            df[n].update(seen)
+    scores = CiderD(references, sigma, max_n).scores(candidates, references)
+    return sum(scores) / len(scores), scores
 
-    def vectors(words):
+
+class CiderD:
+    """CIDEr-D with the document frequencies of a fixed corpus of reference sets.
+
+    `cider_d` takes the frequencies from the references it scores; this class
+    fixes them once (e.g. on all training captions) and scores any number of
+    candidates against their own references with them, as a reward while
+    training on the metric.
+
+    Args:
+        document_references: per image, a list of reference captions; the
+            n-gram document frequencies and `|I|` come from these.
+        sigma: width of the Gaussian length penalty.
+        max_n: longest n-gram.
+
+    Example:
+
+    >>> scorer = CiderD([["a cat"], ["a dog"]])
+    >>> [round(x, 4) for x in scorer.scores(["a cat", "a cat"], [["a cat"], ["a dog"]])]
+    [5.0, 0.0]
+    """
+
+    def __init__(self, document_references, sigma=6.0, max_n=4):
+        document_references = [list(r) for r in document_references]
+        if not document_references:
+            raise ValueError("`document_references` must not be empty. Received: 0 images")
+        self.sigma = float(sigma)
+        self.max_n = int(max_n)
+        self.log_images = math.log(float(len(document_references)))
+        self.df = [collections.Counter() for _ in range(self.max_n)]
+        for refs in document_references:
+            words = [caption_words(r) for r in refs]
+            for n in range(self.max_n):
+                seen = set()
+                for w in words:
+                    seen.update(_ngrams(w, n + 1))
+                self.df[n].update(seen)
+
+    def _vectors(self, words):
         out = []
-        for n in range(max_n):
+        for n in range(self.max_n):
             counts = _ngrams(words, n + 1)
-            vec = {g: c * (log_images - math.log(max(1.0, df[n][g]))) for g, c in counts.items()}
-            norm = math.sqrt(sum(v * v for v in vec.values()))
-            out.append((vec, norm))
+            vec = {g: c * (self.log_images - math.log(max(1.0, self.df[n][g])))
+                   for g, c in counts.items()}
+            out.append((vec, math.sqrt(sum(v * v for v in vec.values()))))
         return out
 
-    scores = []
-    for words, refs in zip(cand_words, ref_words):
-        cand_vecs = vectors(words)
-        total = 0.0
-        for ref in refs:
-            ref_vecs = vectors(ref)
-            penalty = math.exp(-((len(words) - len(ref)) ** 2) / (2.0 * sigma ** 2))
-            for (cv, cn), (rv, rn) in zip(cand_vecs, ref_vecs):
-                if cn == 0.0 or rn == 0.0:
-                    continue
-                dot = sum(min(value, rv[g]) * rv[g] for g, value in cv.items() if g in rv)
-                total += penalty * dot / (cn * rn)
-        scores.append(10.0 * total / (max_n * len(refs)))
-    return sum(scores) / num_images, scores
+    def scores(self, candidates, references):
+        """Per-image CIDEr-D of `candidates` (str) against `references` (lists of str)."""
+        candidates, references = _check(candidates, references)
+        scores = []
+        for candidate, refs in zip(candidates, references):
+            words = caption_words(candidate)
+            cand_vecs = self._vectors(words)
+            total = 0.0
+            for ref in refs:
+                ref_words = caption_words(ref)
+                penalty = math.exp(-((len(words) - len(ref_words)) ** 2)
+                                   / (2.0 * self.sigma ** 2))
+                for (cv, cn), (rv, rn) in zip(cand_vecs, self._vectors(ref_words)):
+                    if cn == 0.0 or rn == 0.0:
+                        continue
+                    dot = sum(min(value, rv[g]) * rv[g] for g, value in cv.items() if g in rv)
+                    total += penalty * dot / (cn * rn)
+            scores.append(10.0 * total / (self.max_n * len(refs)))
+        return scores
 
 
 def bleu4(candidates, references):
