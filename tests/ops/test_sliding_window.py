@@ -5,11 +5,13 @@ from keras import ops
 
 from keras_attention import masks
 from keras_attention.ops import scaled_dot_product_attention, sliding_window_attention
+from keras_attention.ops import sliding_window as sliding_window_module
 from tests.ops.backend_utils import (
     BACKEND,
     jit,
     jit_output_and_grads,
     largest_intermediate,
+    output_and_grads,
     quick_output_and_grads,
     to_numpy,
 )
@@ -32,6 +34,15 @@ def _reference(q, k, v, window_size, causal, key_mask=None):
     return scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)[0]
 
 
+@pytest.fixture(params=["loop", "one_step"])
+def path(request, monkeypatch):
+    """Run a test through both computations: a loop over query blocks (windows of
+    `_LOOP_MIN_WINDOW` or more) and all blocks in one step (smaller windows)."""
+    threshold = 0 if request.param == "loop" else 10**9
+    monkeypatch.setattr(sliding_window_module, "_LOOP_MIN_WINDOW", threshold)
+    return request.param
+
+
 CASES = {
     "bidirectional": dict(t=13, s=13, window=3, causal=False, block=4),
     "causal": dict(t=13, s=13, window=3, causal=True, block=4),
@@ -45,7 +56,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_output_and_gradients_equal_masked_full_attention(name):
+def test_output_and_gradients_equal_masked_full_attention(name, path):
     case = CASES[name]
     q, key, value, cotangent, rng = _inputs(case["t"], case["s"])
     key_mask = rng.random(case["mask"]) > 0.3 if "mask" in case else None
@@ -68,7 +79,7 @@ def test_output_and_gradients_equal_masked_full_attention(name):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_gradients_under_xla_equal_masked_full_attention(causal):
+def test_gradients_under_xla_equal_masked_full_attention(causal, path):
     # Grouped-query heads, T != S, a key padding mask and query rows with no allowed
     # key (all keys of sequence 0 near its start are padding), forward and backward
     # compiled with XLA.
@@ -91,6 +102,87 @@ def test_gradients_under_xla_equal_masked_full_attention(causal):
         assert np.all(np.isfinite(got)), what
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=what)
 
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
+@pytest.mark.parametrize("t,s", [(12, 12), (9, 14), (14, 9)], ids=["t=s", "t<s", "t>s"])
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_custom_gradient_equals_dense_autodiff(causal, t, s, compiled, path):
+    # The hand-written gradient against autodiff of dense attention with the band
+    # mask: grouped-query heads (4 query heads on 2 key heads), a key padding mask,
+    # rows with no allowed key, a window wider than the block (each window spans
+    # several blocks) and a last block of padding rows.
+    q, key, value, cotangent, rng = _inputs(t, s, n=4, k=2)
+    key_mask = rng.random((2, s)) > 0.25
+    key_mask[0, : s - t + 6] = False  # window 3: sequence 0's first queries see no key
+
+    def band(q, k, v):
+        return sliding_window_attention(q, k, v, window_size=3, causal=causal,
+                                        mask=key_mask, block_size=5)
+
+    def dense(q, k, v):
+        return _reference(q, k, v, 3, causal, key_mask=key_mask)
+
+    run = jit_output_and_grads if compiled else quick_output_and_grads
+    out, grads = run(band, (q, key, value), cotangent)
+    ref_out, ref_grads = run(dense, (q, key, value), cotangent)
+    assert np.all(out[0, :2] == 0.0)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5, rtol=1e-5)
+    for got, want, what in zip(grads, ref_grads, ("query", "key", "value")):
+        assert np.all(np.isfinite(got)), what
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=what)
+
+
+@pytest.mark.parametrize("window", [64, 20], ids=["loop", "one_step"])
+def test_default_block_size(window):
+    # The defaults of each computation: window 64 (>= _LOOP_MIN_WINDOW) loops over
+    # blocks of 32 (each window covers five blocks, the last block is padded),
+    # window 20 computes blocks of 20 in one step.
+    q, key, value, cotangent, rng = _inputs(150, 150, n=2, k=1)
+    key_mask = rng.random((2, 150)) > 0.1
+    assert (window >= sliding_window_module._LOOP_MIN_WINDOW) == (window == 64)
+
+    def band(q, k, v):
+        return sliding_window_attention(q, k, v, window_size=window, mask=key_mask)
+
+    def dense(q, k, v):
+        return _reference(q, k, v, window, False, key_mask=key_mask)
+
+    out, grads = quick_output_and_grads(band, (q, key, value), cotangent)
+    ref_out, ref_grads = quick_output_and_grads(dense, (q, key, value), cotangent)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5, rtol=1e-5)
+    for got, want, what in zip(grads, ref_grads, ("query", "key", "value")):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=what)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="unknown lengths need tf.function")
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_unknown_lengths_with_gradients(jit_compile, path):
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec((None, None, 4, 8)), tf.TensorSpec((None, None, 2, 8)),
+            tf.TensorSpec((None, None, 2, 6)), tf.TensorSpec((None, None), tf.bool)]
+
+    @tf.function(input_signature=spec, jit_compile=jit_compile)
+    def both(q, k, v, key_mask):
+        with tf.GradientTape() as tape:
+            tape.watch([q, k, v])
+            out = sliding_window_attention(q, k, v, window_size=2, causal=True,
+                                           mask=key_mask, block_size=4)
+            loss = tf.reduce_sum(out * out)
+        return out, tape.gradient(loss, [q, k, v])
+
+    for t, s in [(13, 18), (11, 7), (3, 3)]:  # T < S, T > S, a single block
+        q, key, value, _, rng = _inputs(t, s)
+        key_mask = rng.random((2, s)) > 0.2
+        out, grads = both(q, key, value, key_mask)
+        ref_out, ref_grads = output_and_grads(
+            lambda q, k, v: _reference(q, k, v, 2, True, key_mask=key_mask),
+            (q, key, value), 2 * to_numpy(out))
+        np.testing.assert_allclose(to_numpy(out), ref_out, atol=1e-5)
+        for got, want in zip(grads, ref_grads):
+            np.testing.assert_allclose(to_numpy(got), want, atol=1e-5, rtol=1e-5)
+
+
 def test_golden_against_numpy():
     q, key, value, _, _ = _inputs(10, 10, n=2, k=2)
     out = to_numpy(sliding_window_attention(q, key, value, window_size=2, block_size=3))
@@ -102,7 +194,7 @@ def test_golden_against_numpy():
     np.testing.assert_allclose(out, np.einsum("bnts,bsnv->btnv", w, value), atol=1e-5)
 
 
-def test_fully_masked_rows_give_zeros():
+def test_fully_masked_rows_give_zeros(path):
     q, key, value, cotangent, _ = _inputs(8, 8)
     key_mask = np.ones((2, 8), bool)
     key_mask[0] = False  # nothing to attend in the first sequence
@@ -119,7 +211,7 @@ def test_fully_masked_rows_give_zeros():
         assert np.all(np.isfinite(g))
 
 
-def test_matches_under_xla():
+def test_matches_under_xla(path):
     q, key, value, _, rng = _inputs(11, 11)
     key_mask = rng.random((2, 11)) > 0.2
 
@@ -132,7 +224,7 @@ def test_matches_under_xla():
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="inspects the traced jaxpr")
-def test_memory_is_linear_in_length():
+def test_memory_is_linear_in_length(path):
     # Every intermediate, forward and backward, is O(T * (block + 2 * window)).
     q, key, value, cotangent, _ = _inputs(128, 128, n=2, k=1, h=4, v=4)
 
@@ -145,13 +237,32 @@ def test_memory_is_linear_in_length():
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_mixed_precision_output_dtype_and_values(dtype):
+def test_mixed_precision_output_dtype_and_values(dtype, path):
     q, key, value, _, _ = _inputs(9, 9)
     out = sliding_window_attention(ops.cast(q, dtype), ops.cast(key, dtype),
                                    ops.cast(value, dtype), window_size=2, block_size=4)
     assert keras.backend.standardize_dtype(out.dtype) == dtype
     expected = to_numpy(_reference(q, key, value, 2, False))
     np.testing.assert_allclose(to_numpy(out), expected, atol=3e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_mixed_precision_gradients(dtype, path):
+    q, key, value, cotangent, rng = _inputs(11, 11)
+    key_mask = rng.random((2, 11)) > 0.2
+    args = [ops.cast(x, dtype) for x in (q, key, value)]
+
+    def band(q, k, v):
+        return sliding_window_attention(q, k, v, window_size=2, mask=key_mask, block_size=4)
+
+    def dense(q, k, v):
+        return _reference(q, k, v, 2, False, key_mask=key_mask)
+
+    out, grads = quick_output_and_grads(band, args, cotangent.astype(dtype))
+    ref_out, ref_grads = quick_output_and_grads(dense, (q, key, value), cotangent)
+    np.testing.assert_allclose(out, ref_out, atol=5e-2, rtol=5e-2)
+    for got, want, what in zip(grads, ref_grads, ("query", "key", "value")):
+        np.testing.assert_allclose(got, want, atol=1e-1, rtol=5e-2, err_msg=what)
 
 
 def test_errors():
