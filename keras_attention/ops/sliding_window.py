@@ -37,6 +37,7 @@ import math
 from keras import ops
 
 from keras_attention.ops.attention import MASK_VALUE, check_qkv, empty_attention
+from keras_attention.ops.chunked import _dim, _slice_axis
 from keras_attention.utils.validation import check_positive_int
 
 # Windows of at least _LOOP_MIN_WINDOW loop over blocks of clip(W // 2, 16, 128)
@@ -134,20 +135,6 @@ def sliding_window_attention(
 
     return attend(query, key, value)
 
-
-def _dim(x, axis):
-    """Static size of `x.shape[axis]`, or a scalar tensor when it is unknown."""
-    size = x.shape[axis]
-    return size if size is not None else ops.shape(x)[axis]
-
-
-def _slice_axis(x, axis, start, size):
-    """`x[..., start:start + size, ...]` along `axis`; `start` may be traced."""
-    starts = [0] * len(x.shape)
-    starts[axis] = start
-    shape = [_dim(x, i) for i in range(len(x.shape))]
-    shape[axis] = size
-    return ops.slice(x, starts, shape)
 
 
 class _BandPlan:
