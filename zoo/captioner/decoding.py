@@ -110,6 +110,13 @@ class DecoderParts:
         return [block.init_cache(batch_size, max_length) for block in self.blocks]
 
 
+def banned_tokens(vocab):
+    """`(V,)` bool, True on the ids decoding never generates: `[PAD]`, `[START]`, `[UNK]`."""
+    return ops.convert_to_tensor(
+        [i in (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id) for i in range(vocab)]
+    )
+
+
 def _start_buffer(rows, max_length):
     start = ops.full((rows, 1), Vocabulary.start_id, dtype="int32")
     return ops.concatenate([start, ops.zeros((rows, max_length), dtype="int32")], axis=1)
@@ -153,9 +160,7 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     scores = ops.tile(first[None, :], [batch_size, 1])  # (B, K)
     finished = ops.zeros((batch_size, k), dtype="bool")
     vocab = parts.head.units
-    banned = ops.convert_to_tensor(
-        [i in (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id) for i in range(vocab)]
-    )
+    banned = banned_tokens(vocab)
     pad_only = ops.where(ops.arange(vocab) == Vocabulary.pad_id, 0.0, _NEG)  # (V,)
 
     def cond(i, tokens, caches, scores, finished):

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.captioner.decoding import _NEG, _start_buffer, _write_column
+from zoo.captioner.decoding import _NEG, _start_buffer, _write_column, banned_tokens
 from zoo.captioner.metrics import CiderD
 from zoo.captioner.vocabulary import Vocabulary
 
@@ -44,9 +44,7 @@ def sample_captions(parts, images, exclude, noise):
     tokens = _start_buffer(batch_size, max_length)  # (B, L + 1)
     finished = ops.zeros((batch_size,), dtype="bool")
     vocab = parts.head.units
-    banned = ops.convert_to_tensor(
-        [i in (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id) for i in range(vocab)]
-    )
+    banned = banned_tokens(vocab)
     gumbel = -ops.log(-ops.log(ops.clip(noise, 1e-9, 1.0 - 1e-7)))  # (L, B, V)
 
     def body(i, tokens, caches, finished):
