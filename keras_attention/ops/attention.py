@@ -82,6 +82,28 @@ def empty_attention(query, key, value):
     return ops.zeros(shape, dtype=query.dtype)
 
 
+def with_gradient(forward, backward, *inputs):
+    """`forward(*inputs)` with a hand-written gradient.
+
+    `forward` returns `(output, residuals)`; `backward(upstream, residuals)`
+    returns the gradients of all `inputs`, in order. Only what `forward` keeps in
+    `residuals` stays alive for the backward pass, which is how the block-wise
+    ops keep their memory linear in the sequence length.
+    """
+
+    @ops.custom_gradient
+    def call(*args):
+        output, residuals = forward(*args)
+
+        def grad(*upstream_args, upstream=None):
+            upstream = upstream_args[0] if upstream is None else upstream
+            return backward(upstream, residuals)
+
+        return output, grad
+
+    return call(*inputs)
+
+
 def prepare_mask(mask, causal, query_length, key_length, target):
     """Combine a user mask with the causal mask into one boolean rank-4 mask or None."""
     if mask is not None:

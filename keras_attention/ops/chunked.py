@@ -19,7 +19,12 @@ import math
 
 from keras import ops
 
-from keras_attention.ops.attention import check_broadcastable, check_qkv, empty_attention
+from keras_attention.ops.attention import (
+    check_broadcastable,
+    check_qkv,
+    empty_attention,
+    with_gradient,
+)
 from keras_attention.utils.validation import check_positive_int
 
 # Finite stand-in for -inf on masked logits: keeps `exp(m_old - m_new)` free of NaN.
@@ -97,30 +102,10 @@ def chunked_attention(
     plan = _ChunkPlan(query, key, mask, bias, bool(causal), scale,
                       query_chunk_size, key_chunk_size)
     if bias is None:
-
-        @ops.custom_gradient
-        def attend(q, kk, vv):
-            out, residuals = plan.forward(q, kk, vv, None)
-
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                return plan.backward(upstream, residuals)[:3]
-
-            return out, grad
-
-        return attend(query, key, value)
-
-    @ops.custom_gradient
-    def attend_with_bias(q, kk, vv, bb):
-        out, residuals = plan.forward(q, kk, vv, bb)
-
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return plan.backward(upstream, residuals)
-
-        return out, grad
-
-    return attend_with_bias(query, key, value, bias)
+        return with_gradient(lambda q, kk, vv: plan.forward(q, kk, vv, None),
+                             lambda upstream, res: plan.backward(upstream, res)[:3],
+                             query, key, value)
+    return with_gradient(plan.forward, plan.backward, query, key, value, bias)
 
 
 def _dim(x, axis):

@@ -12,7 +12,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_attention.ops.attention import check_qkv, empty_attention
+from keras_attention.ops.attention import check_qkv, empty_attention, with_gradient
 from keras_attention.ops.sliding_window import key_padding_mask
 from keras_attention.utils.validation import check_choice, check_positive_int
 
@@ -401,30 +401,9 @@ class _NonCausal:
         """query `(B, T, N, H)`, key `(B, S, K, H)`, value `(B, S, K, V)`, float32;
         returns `(B, T, N, V)`."""
         if self.projection is None:
-
-            @ops.custom_gradient
-            def attend(q, k, v):
-                out, residuals = self.forward(q, k, v, None)
-
-                def grad(*args, upstream=None):
-                    upstream = args[0] if upstream is None else upstream
-                    return self.backward(upstream, residuals)
-
-                return out, grad
-
-            return attend(query, key, value)
-
-        @ops.custom_gradient
-        def attend_favor(q, k, v, w):
-            out, residuals = self.forward(q, k, v, w)
-
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                return self.backward(upstream, residuals)
-
-            return out, grad
-
-        return attend_favor(query, key, value, self.projection)
+            return with_gradient(lambda q, k, v: self.forward(q, k, v, None), self.backward,
+                                 query, key, value)
+        return with_gradient(self.forward, self.backward, query, key, value, self.projection)
 
     # ------------------------------------------------------------ feature maps
     def _exponent(self, x, w):

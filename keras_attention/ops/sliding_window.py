@@ -36,7 +36,7 @@ import math
 
 from keras import ops
 
-from keras_attention.ops.attention import MASK_VALUE, check_qkv, empty_attention
+from keras_attention.ops.attention import MASK_VALUE, check_qkv, empty_attention, with_gradient
 from keras_attention.ops.chunked import _dim, _slice_axis
 from keras_attention.utils.validation import check_positive_int
 
@@ -123,18 +123,12 @@ def sliding_window_attention(
     plan = _BandPlan(query, key, window_size, bool(causal), scale, block_size, key_mask,
                      loop)
 
-    @ops.custom_gradient
-    def attend(q, kk, vv):
+    def forward(q, kk, vv):
         blocks, probs = plan.forward(q, kk, vv)  # (R, B, K, G*C, V), (R, B, K, G*C, L)
+        return plan.output(blocks), (q, kk, vv, blocks, probs)
 
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return plan.backward(upstream, q, kk, vv, blocks, probs)
-
-        return plan.output(blocks), grad
-
-    return attend(query, key, value)
-
+    return with_gradient(forward, lambda upstream, res: plan.backward(upstream, *res),
+                         query, key, value)
 
 
 class _BandPlan:
