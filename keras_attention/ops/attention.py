@@ -11,10 +11,25 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.utils.validation import check_floating, check_rank, check_rate
+from keras_attention.utils.validation import (
+    check_floating,
+    check_not_text,
+    check_rank,
+    check_rate,
+)
 
 # Large negative logit for masked positions; softmax runs in float32, so it is exact.
 MASK_VALUE = -1e9
+
+
+def convert_qkv(query, key, value):
+    """The three inputs as tensors; arrays of text or objects raise a `TypeError`
+    naming the argument instead of a backend's conversion error."""
+    converted = []
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        check_not_text(name, x)
+        converted.append(ops.convert_to_tensor(x))
+    return converted
 
 
 def check_qkv(query, key, value):
@@ -159,9 +174,7 @@ def scaled_dot_product_attention(
         `(B, T, N, V)` output in the query's dtype, or `(output, weights)`. A query
         row with no allowed key gives zeros (output and weights), never NaN.
     """
-    query = ops.convert_to_tensor(query)
-    key = ops.convert_to_tensor(key)
-    value = ops.convert_to_tensor(value)
+    query, key, value = convert_qkv(query, key, value)
     dropout_rate = check_rate("dropout_rate", dropout_rate)
     b, t, s, n, k, h, _ = check_qkv(query, key, value)
     target = (b, n, t, s)

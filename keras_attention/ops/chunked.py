@@ -22,6 +22,7 @@ from keras import ops
 from keras_attention.ops.attention import (
     check_broadcastable,
     check_qkv,
+    convert_qkv,
     empty_attention,
     with_gradient,
 )
@@ -82,9 +83,7 @@ def chunked_attention(
     >>> chunked_attention(q, kv, kv, causal=True, query_chunk_size=256).shape
     (1, 1000, 4, 64)
     """
-    query = ops.convert_to_tensor(query)
-    key = ops.convert_to_tensor(key)
-    value = ops.convert_to_tensor(value)
+    query, key, value = convert_qkv(query, key, value)
     b, t, s, n, k, h, _ = check_qkv(query, key, value)
     query_chunk_size = check_positive_int("query_chunk_size", query_chunk_size)
     key_chunk_size = check_positive_int("key_chunk_size", key_chunk_size)

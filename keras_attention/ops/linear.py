@@ -12,7 +12,12 @@ import numbers
 import keras
 from keras import ops
 
-from keras_attention.ops.attention import check_qkv, empty_attention, with_gradient
+from keras_attention.ops.attention import (
+    check_qkv,
+    convert_qkv,
+    empty_attention,
+    with_gradient,
+)
 from keras_attention.ops.sliding_window import key_padding_mask
 from keras_attention.utils.validation import check_choice, check_positive_int
 
@@ -129,9 +134,7 @@ def linear_attention(
     >>> linear_attention(x, x, x, feature_map="elu", causal=True).shape
     (2, 1024, 4, 32)
     """
-    query = ops.convert_to_tensor(query)
-    key = ops.convert_to_tensor(key)
-    value = ops.convert_to_tensor(value)
+    query, key, value = convert_qkv(query, key, value)
     b, t, s, n, k, h, v_dim = check_qkv(query, key, value)
     check_choice("feature_map", feature_map, FEATURE_MAPS)
     chunk_size = check_positive_int("chunk_size", chunk_size)

@@ -36,7 +36,13 @@ import math
 
 from keras import ops
 
-from keras_attention.ops.attention import MASK_VALUE, check_qkv, empty_attention, with_gradient
+from keras_attention.ops.attention import (
+    MASK_VALUE,
+    check_qkv,
+    convert_qkv,
+    empty_attention,
+    with_gradient,
+)
 from keras_attention.ops.chunked import _dim, _slice_axis
 from keras_attention.utils.validation import check_positive_int
 
@@ -102,9 +108,7 @@ def sliding_window_attention(
     >>> sliding_window_attention(x, x, x, window_size=128, causal=True).shape
     (2, 4096, 4, 32)
     """
-    query = ops.convert_to_tensor(query)
-    key = ops.convert_to_tensor(key)
-    value = ops.convert_to_tensor(value)
+    query, key, value = convert_qkv(query, key, value)
     b, t, s, n, k, h, v_dim = check_qkv(query, key, value)
     window_size = check_positive_int("window_size", window_size, allow_zero=True)
     block_size = check_positive_int("block_size", block_size, allow_none=True)

@@ -4,9 +4,11 @@ Every check raises `ValueError` (or `TypeError`) naming the argument and showing
 what was received, so users never see a backend-internal error.
 """
 
+import inspect
 import numbers
 
 import keras
+import numpy as np
 
 
 def check_positive_int(name, value, allow_none=False, allow_zero=False):
@@ -73,3 +75,21 @@ def check_floating(name, x):
         raise TypeError(
             f"`{name}` must be a floating-point tensor. Received: dtype={dtype or type(x)}"
         )
+
+
+def check_not_text(name, x):
+    """Raise `TypeError` when `x` is an array of strings, bytes or Python objects.
+
+    Backends fail on such arrays while converting them, with errors that do not
+    say which argument was wrong (JAX), so they are refused before conversion.
+    """
+    dtype = getattr(x, "dtype", None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "USO":
+        raise TypeError(f"`{name}` must be a floating-point tensor. Received: dtype={dtype}")
+
+
+def check_call_inputs(call, args, kwargs):
+    """`check_not_text` on the arguments of a layer call, named by `call`'s signature."""
+    names = list(inspect.signature(call).parameters)
+    for name, x in (*zip(names, args), *kwargs.items()):
+        check_not_text(name, x)

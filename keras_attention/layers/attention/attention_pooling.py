@@ -7,6 +7,7 @@ O output features.
 import keras
 from keras import ops
 
+from keras_attention.layers.attention.base_attention import CheckedInputs
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.utils.validation import (
     check_floating,
@@ -17,7 +18,7 @@ from keras_attention.utils.validation import (
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
-class AttentionPooling(keras.layers.Layer):
+class AttentionPooling(CheckedInputs, keras.layers.Layer):
     """Pooling by multi-head attention with learned queries.
 
     `num_queries` learned query vectors (the "seed vectors" of the Set

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.utils.validation import check_floating, check_rank
+from keras_attention.utils.validation import check_call_inputs, check_floating, check_rank
 
 
 def _clear_keras_mask(x):
@@ -28,7 +28,16 @@ def _static_le(a, b):
     return isinstance(a, int) and isinstance(b, int) and a <= b
 
 
-class BaseAttention(keras.layers.Layer):
+class CheckedInputs:
+    """Mixin for a Keras layer: text or object arrays passed to the layer raise a
+    `TypeError` naming the argument, before the backend tries to convert them."""
+
+    def __call__(self, *args, **kwargs):
+        check_call_inputs(self.call, args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+class BaseAttention(CheckedInputs, keras.layers.Layer):
     """Shared call convention of the attention layers (not used directly).
 
     Subclasses override `_compute_attention` and may set

@@ -10,12 +10,13 @@ import inspect
 import keras
 from keras import ops
 
+from keras_attention.layers.attention.base_attention import CheckedInputs
 from keras_attention.ops.attention import MASK_VALUE
 from keras_attention.utils.validation import check_floating, check_positive_int, check_rank
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
-class HierarchicalAttention(keras.layers.Layer):
+class HierarchicalAttention(CheckedInputs, keras.layers.Layer):
     """Hierarchical attention network pooling (Yang et al. 2016, "Hierarchical
     Attention Networks for Document Classification").
 
