@@ -156,9 +156,12 @@ def check_training_step(layer_cls, init_kwargs, inputs, call_kwargs, steps=8):
     first = model.outputs[0]
     head = keras.Model(model.inputs, first)
     target = np.random.default_rng(0).normal(size=(len(inputs[0]),) + tuple(first.shape[1:]))
-    # Eager steps: tracing a training graph for a tiny model takes several times
-    # longer than running it; graph and XLA execution are checked on predictions.
-    head.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", run_eagerly=True)
+    # Under TensorFlow, eager steps: tracing a training graph for a tiny model takes
+    # several times longer than running it (graph and XLA execution are checked on
+    # predictions). Under JAX, eager steps compile every primitive; one jitted step
+    # is cheaper.
+    head.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
+                 run_eagerly=keras.backend.backend() == "tensorflow")
     target = target.astype("float32")
     losses = [float(head.train_on_batch(arrays, target)) for _ in range(steps)]
     assert np.all(np.isfinite(losses)), f"non-finite training loss: {losses}"
