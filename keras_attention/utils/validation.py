@@ -77,19 +77,29 @@ def check_floating(name, x):
         )
 
 
+def _is_text(x):
+    dtype = getattr(x, "dtype", None)
+    return isinstance(dtype, np.dtype) and dtype.kind in "USO"
+
+
 def check_not_text(name, x):
     """Raise `TypeError` when `x` is an array of strings, bytes or Python objects.
 
     Backends fail on such arrays while converting them, with errors that do not
     say which argument was wrong (JAX), so they are refused before conversion.
     """
-    dtype = getattr(x, "dtype", None)
-    if isinstance(dtype, np.dtype) and dtype.kind in "USO":
-        raise TypeError(f"`{name}` must be a floating-point tensor. Received: dtype={dtype}")
+    if _is_text(x):
+        raise TypeError(f"`{name}` must be a floating-point tensor. Received: dtype={x.dtype}")
 
 
 def check_call_inputs(call, args, kwargs):
-    """`check_not_text` on the arguments of a layer call, named by `call`'s signature."""
-    names = list(inspect.signature(call).parameters)
-    for name, x in (*zip(names, args), *kwargs.items()):
+    """`check_not_text` on the arguments of a layer call, named by `call`'s signature.
+
+    Runs on every call, so the signature is read only when an argument fails.
+    """
+    for i, x in enumerate(args):
+        if _is_text(x):
+            names = list(inspect.signature(call).parameters)
+            check_not_text(names[i] if i < len(names) else f"argument {i}", x)
+    for name, x in kwargs.items():
         check_not_text(name, x)
