@@ -65,6 +65,12 @@ class CaptionerConfig(TrainConfig):
         checkpoint_dir: where to write it; "" for `zoo/checkpoints/<name>`
             (`<workdir>/checkpoint` with --smoke).
         write_checkpoint: write the checkpoint at the end.
+        evaluate_only: train nothing: evaluate the existing checkpoint (at
+            `checkpoint_dir` or `zoo/checkpoints/<name>`) on the test split of its
+            own data config, with the current decoding code and the baselines of
+            the same run, and rewrite its manifest's metrics and baselines (the
+            training provenance is kept; the command is recorded under
+            `evaluation`). For a change of decoding that does not need retraining.
     """
 
     workdir: str = "runs/captioner"
@@ -106,6 +112,7 @@ class CaptionerConfig(TrainConfig):
     name: str = "captioner_tuxpaint_openclipart"
     checkpoint_dir: str = ""
     write_checkpoint: bool = True
+    evaluate_only: bool = False
 
 
 DEFAULT = CaptionerConfig()
@@ -266,6 +273,8 @@ def main(argv=None):
     from zoo.captioner.backbone import build_backbone, check_model_config
     from zoo.captioner.captioner import VOCABULARY_FILE, WEIGHTS_FILE, Captioner
 
+    if config.evaluate_only:
+        return evaluate_checkpoint(config, argv)
     check_model_config(config.image_size, config.patch_size, config.hidden_dim,
                        config.num_heads, config.retrieval_neighbours, config.fusion_layers)
     start = time.perf_counter()
@@ -310,19 +319,15 @@ def main(argv=None):
         info["train_seconds"] += scst["session_seconds"]
     rows, metrics, baselines, examples = evaluate(captioner, splits, config)
     total_seconds = time.perf_counter() - start
-    payload = training.write_evaluation(
-        rows, os.path.join(config.workdir, "evaluation.json"),
+    payload = _write_evaluation(
+        rows, config.workdir,
         extra={"metrics": metrics, "baselines": baselines, "data": stats,
                "examples": examples, "train_seconds": info["train_seconds"],
                "self_critical": scst,
                "total_seconds": total_seconds, "config": config.to_dict()},
-        title="Captioning on the test split (CIDEr-D, BLEU-4)",
     )
     if config.write_checkpoint:
-        target = config.checkpoint_dir or (
-            os.path.join(config.workdir, "checkpoint") if config.smoke
-            else str(checkpoint.checkpoints_root() / config.name)
-        )
+        target = _checkpoint_target(config)
         weights = os.path.join(config.workdir, "final.weights.h5")
         model.save_weights(weights)
         command = " ".join([RECIPE, *argv])
@@ -360,6 +365,62 @@ def main(argv=None):
         print(f"Checkpoint written to {target}")
         payload["checkpoint"] = str(pathlib.Path(target))
     return payload
+
+
+def _checkpoint_target(config):
+    from zoo import checkpoint
+
+    return config.checkpoint_dir or (
+        os.path.join(config.workdir, "checkpoint") if config.smoke
+        else str(checkpoint.checkpoints_root() / config.name)
+    )
+
+
+def evaluate_checkpoint(config, argv):
+    """`--evaluate_only`: test metrics of the existing checkpoint, written back to it."""
+    from zoo import checkpoint
+    from zoo.captioner.captioner import VOCABULARY_FILE, WEIGHTS_FILE, load_captioner
+
+    target = pathlib.Path(_checkpoint_target(config))
+    manifest = checkpoint.verify_checkpoint(target, RECIPE)
+    # The data and decoding of the checkpoint's own run; only where the data lives
+    # and whether packages may be installed come from this command line.
+    fields = {f.name for f in dataclasses.fields(CaptionerConfig)}
+    trained = dataclasses.replace(
+        config, **{k: v for k, v in manifest["config"].items()
+                   if k in fields and k not in ("cache_dir", "install_data", "workdir",
+                                                "checkpoint_dir", "evaluate_only")})
+    start = time.perf_counter()
+    splits, _, stats = prepare_data(trained)
+    if stats != manifest["data"]["counts"]:
+        raise ValueError(f"The data differ from those of the checkpoint's run: {stats} != "
+                         f"{manifest['data']['counts']}. Nothing was written.")
+    captioner = load_captioner(target, manifest)
+    rows, metrics, baselines, examples = evaluate(captioner, splits, trained)
+    os.makedirs(config.workdir, exist_ok=True)
+    command = " ".join([RECIPE, *argv])
+    payload = _write_evaluation(
+        rows, config.workdir,
+        extra={"metrics": metrics, "baselines": baselines, "data": stats,
+               "examples": examples, "checkpoint": str(target), "evaluation_command": command,
+               "total_seconds": time.perf_counter() - start},
+    )
+    updated = {k: v for k, v in manifest.items() if k != "files"}
+    updated.update(metrics=metrics, baselines=baselines, evaluation={
+        "command": command, "date": datetime.date.today().isoformat(),
+        "seconds": round(time.perf_counter() - start, 1)})
+    checkpoint.write_checkpoint(target, {WEIGHTS_FILE: target / WEIGHTS_FILE,
+                                         VOCABULARY_FILE: target / VOCABULARY_FILE}, updated)
+    print(f"Metrics of {target} rewritten")
+    return payload
+
+
+def _write_evaluation(rows, workdir, extra):
+    from recipes import training
+
+    return training.write_evaluation(
+        rows, os.path.join(workdir, "evaluation.json"), extra=extra,
+        title="Captioning on the test split (CIDEr-D, BLEU-4)")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,26 @@ def test_smoke_run_writes_evaluation_and_loadable_checkpoint(tmp_path):
     (caption,) = captioner.caption(np.full((10, 10, 3), 200, "uint8"))
     assert isinstance(caption, str)
 
+    # --evaluate_only re-evaluates that checkpoint without training: the same weights,
+    # the metrics of the same decoding, the training provenance kept.
+    weights = (directory / "model.weights.h5").read_bytes()
+    again = train_captioner.main(["--smoke", f"--workdir={tmp_path / 'eval'}",
+                                  f"--cache_dir={tmp_path / 'cache'}",
+                                  f"--checkpoint_dir={directory}", "--evaluate_only=true"])
+    assert again["rows"] == payload["rows"]
+    rewritten = checkpoint.verify_checkpoint(directory, train_captioner.RECIPE)
+    assert (directory / "model.weights.h5").read_bytes() == weights
+    assert rewritten["metrics"] == manifest["metrics"]
+    assert rewritten["recipe"] == manifest["recipe"]
+    assert rewritten["self_critical"] == manifest["self_critical"]
+    assert rewritten["evaluation"]["command"].endswith("--evaluate_only=true")
+
+
+def test_evaluate_only_needs_a_checkpoint(tmp_path):
+    with pytest.raises(zoo.CheckpointError, match="python -m recipes.train_captioner"):
+        train_captioner.main([f"--checkpoint_dir={tmp_path / 'none'}", "--evaluate_only=true",
+                              "--install_data=false"])
+
 
 def test_help_prints_keys(capsys):
     assert train_captioner.main(["--help"]) is None

@@ -34,31 +34,57 @@ def _images(count=2, size=16, seed=0):
     return np.random.default_rng(seed).uniform(size=(count, size, size, 3)).astype("float32")
 
 
-def _log_probs(captioner, image, tokens):
-    """Teacher-forced log-probabilities `(len(tokens), V)` without the cache."""
+def _log_probs(captioner, image, tokens, block_repeats=True):
+    """Teacher-forced log-probabilities `(len(tokens), V)` without the cache; row i
+    is the distribution after `tokens[i]`, which is banned there with
+    `block_repeats`."""
     logits = ops.convert_to_numpy(captioner.backbone(_inputs(captioner, image[None],
                                                              [tokens])))[0]
     for banned in (Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id):
         logits[:, banned] = -1e9
+    if block_repeats:
+        logits[np.arange(len(tokens)), tokens] = -1e9
     return logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
                                                                              keepdims=True)) \
         - logits.max(-1, keepdims=True)
 
 
-def test_greedy_with_cache_equals_recomputation(captioner):
+@pytest.mark.parametrize("block_repeats", [True, False])
+def test_greedy_with_cache_equals_recomputation(captioner, block_repeats):
     images = _images(3)
-    cached = ops.convert_to_numpy(beam_search(captioner.parts, images, beam_width=1))
+    cached = ops.convert_to_numpy(beam_search(captioner.parts, images, beam_width=1,
+                                              block_repeats=block_repeats))
     for image, row in zip(images, cached):
         tokens = [Vocabulary.start_id]
         expected = []
         for _ in range(captioner.parts.max_length):
-            next_id = int(np.argmax(_log_probs(captioner, image, tokens)[-1]))
+            next_id = int(np.argmax(_log_probs(captioner, image, tokens, block_repeats)[-1]))
             expected.append(next_id)
             if next_id == Vocabulary.end_id:
                 break
             tokens.append(next_id)
         expected += [Vocabulary.pad_id] * (len(row) - len(expected))
         assert row.tolist() == expected
+
+
+def test_block_repeats_stops_a_stuttering_model():
+    captioner = tiny_captioner(retrieval_neighbours=0)
+    head = captioner.parts.head
+    bias = ops.convert_to_numpy(head.bias).copy()
+    red = captioner.vocabulary.words.index("red")
+    bias[red] += 50.0  # "red" beats every other word, [END] included, at every step
+    head.bias.assign(bias)
+    images = _images(2)
+    for width in (1, 3):
+        stutter = ops.convert_to_numpy(beam_search(captioner.parts, images, width,
+                                                   block_repeats=False))
+        assert (stutter == red).all(), "without the rule the model repeats 'red'"
+        rows = ops.convert_to_numpy(beam_search(captioner.parts, images, width))
+        for row in rows:
+            words = row[: list(row).index(Vocabulary.end_id)] if Vocabulary.end_id in row \
+                else row
+            assert len(words) and words[0] == red
+            assert all(a != b for a, b in zip(words, words[1:])), row
 
 
 def test_wide_beam_is_exhaustive_search():
@@ -75,6 +101,8 @@ def test_wide_beam_is_exhaustive_search():
     for k in range(3):
         candidates += [(*p, Vocabulary.end_id) for p in itertools.product(words, repeat=k)]
     candidates += list(itertools.product(words, repeat=3))
+    # No word twice in a row (`block_repeats`, the default).
+    candidates = [c for c in candidates if all(a != b for a, b in zip(c, c[1:]))]
     best, best_score = None, -np.inf
     for sequence in candidates:
         log_probs = _log_probs(captioner, image[0], [Vocabulary.start_id, *sequence[:-1]])
