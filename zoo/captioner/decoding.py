@@ -167,7 +167,7 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     vocab = parts.head.units
     banned = banned_tokens(vocab)[None]  # (1, V)
     word_ids = ops.arange(vocab, dtype="int32")[None]  # (1, V)
-    pad_only = ops.where(ops.arange(vocab) == Vocabulary.pad_id, 0.0, _NEG)  # (V,)
+    pad_only = ops.where(word_ids[0] == Vocabulary.pad_id, 0.0, _NEG)  # (V,)
 
     def cond(i, tokens, caches, scores, finished):
         return ops.logical_and(i < max_length, ops.logical_not(ops.all(finished)))
