@@ -61,6 +61,9 @@ class CaptionerConfig(TrainConfig):
             epoch with the best validation CIDEr-D is kept.
         scst_samples, scst_images_per_step, scst_learning_rate: its sampled
             captions per image, images per step and Adam learning rate.
+        scst_mark_end: its reward ends every caption with an end-of-caption
+            word, so captions that stop after "a" earn nothing for it
+            (`CiderD(mark_end=True)`); False rewards with plain CIDEr-D.
         name: zoo name of the checkpoint.
         checkpoint_dir: where to write it; "" for `zoo/checkpoints/<name>`
             (`<workdir>/checkpoint` with --smoke).
@@ -109,6 +112,7 @@ class CaptionerConfig(TrainConfig):
     scst_samples: int = 5
     scst_images_per_step: int = 16
     scst_learning_rate: float = 2e-5
+    scst_mark_end: bool = True
     name: str = "captioner_tuxpaint_openclipart"
     checkpoint_dir: str = ""
     write_checkpoint: bool = True
@@ -313,7 +317,7 @@ def main(argv=None):
         trainer = SelfCriticalTrainer(
             captioner, train, splits["valid"], config.workdir, config.scst_samples,
             config.scst_images_per_step, config.scst_learning_rate, config.seed,
-            config.jit_compile, run_eagerly=config.smoke)
+            config.jit_compile, mark_end=config.scst_mark_end, run_eagerly=config.smoke)
         scst = trainer.fit(config.scst_epochs, verbose=config.verbose)
         scst["session_seconds"] = time.perf_counter() - scst_start
         info["train_seconds"] += scst["session_seconds"]

@@ -117,6 +117,27 @@ def banned_tokens(vocab):
     )
 
 
+def allowed_log_probs(logits, previous, banned, word_ids, block_repeats=True):
+    """Log-probabilities over the words decoding may generate next.
+
+    `banned` ids get probability 0, and with `block_repeats` so does each
+    row's `previous` word (no training caption repeats a word twice in a
+    row); the rest is renormalised.
+
+    Args:
+        logits: `(B, V)` float32.
+        previous: `(B, 1)` int32, the word each row generated last.
+        banned: `(1, V)` bool, see `banned_tokens`.
+        word_ids: `(1, V)` int32, `arange(V)`.
+        block_repeats: also ban `previous`.
+
+    Returns:
+        `(B, V)` float32 log-probabilities.
+    """
+    ban = ops.logical_or(banned, ops.equal(word_ids, previous)) if block_repeats else banned
+    return ops.log_softmax(ops.where(ban, _NEG, logits), axis=-1)
+
+
 def _start_buffer(rows, max_length):
     start = ops.full((rows, 1), Vocabulary.start_id, dtype="int32")
     return ops.concatenate([start, ops.zeros((rows, max_length), dtype="int32")], axis=1)
@@ -175,8 +196,8 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     def body(i, tokens, caches, scores, finished):
         current = ops.slice(tokens, [0, i], [batch_size * k, 1])  # (B*K, 1)
         logits, caches = parts.decode_step(current, context, list(caches), i)
-        ban = ops.logical_or(banned, ops.equal(word_ids, current)) if block_repeats else banned
-        log_probs = ops.log_softmax(ops.where(ban, _NEG, logits), axis=-1)  # (B*K, V)
+        log_probs = allowed_log_probs(logits, current, banned, word_ids,
+                                      block_repeats)  # (B*K, V)
         log_probs = ops.reshape(log_probs, (batch_size, k, vocab))
         log_probs = ops.where(finished[..., None], pad_only, log_probs)
         candidates = ops.reshape(scores[..., None] + log_probs, (batch_size, k * vocab))

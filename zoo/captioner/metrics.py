@@ -20,12 +20,24 @@ CIDEr-D, as defined in "CIDEr: Consensus-based Image Description Evaluation"
   product only. A zero vector gives 0.
 - `CIDEr-D = mean over n of CIDEr-D_n`; the corpus score is the mean over
   images. No stemming.
+
+`CiderD(..., mark_end=True)` is a training reward, not the metric: every
+caption gets a final end-of-caption word before its n-grams are counted, so a
+caption that stops after "a" or "the" holds n-grams ("a </s>") that no
+reference has, and one that ends on the right word gains a matching one. A
+reward without it pays a caption that stops early for the words it got right
+and charges it nothing for the ones it left out; self-critical training on it
+learns to stop when unsure ("a", "the letter"). This is the "bad endings" fix
+of Luo 2020, "A Better Variant of Self-Critical Sequence Training".
 """
 
 import collections
 import math
 
 from zoo.captioner.data import caption_words
+
+
+END_WORD = "</s>"  # caption_words never yields it: it drops punctuation
 
 
 def _ngrams(words, n):
@@ -90,6 +102,8 @@ class CiderD:
             n-gram document frequencies and `|I|` come from these.
         sigma: width of the Gaussian length penalty.
         max_n: longest n-gram.
+        mark_end: end every caption with `END_WORD` (see the module doc); for
+            rewards only: reported CIDEr-D never uses it.
 
     Example:
 
@@ -98,21 +112,26 @@ class CiderD:
     [5.0, 0.0]
     """
 
-    def __init__(self, document_references, sigma=6.0, max_n=4):
+    def __init__(self, document_references, sigma=6.0, max_n=4, mark_end=False):
         document_references = [list(r) for r in document_references]
         if not document_references:
             raise ValueError("`document_references` must not be empty. Received: 0 images")
         self.sigma = float(sigma)
         self.max_n = int(max_n)
+        self.mark_end = bool(mark_end)
         self.log_images = math.log(float(len(document_references)))
         self.df = [collections.Counter() for _ in range(self.max_n)]
         for refs in document_references:
-            words = [caption_words(r) for r in refs]
+            words = [self._words(r) for r in refs]
             for n in range(self.max_n):
                 seen = set()
                 for w in words:
                     seen.update(_ngrams(w, n + 1))
                 self.df[n].update(seen)
+
+    def _words(self, caption):
+        words = caption_words(caption)
+        return words + [END_WORD] if self.mark_end else words
 
     def _vectors(self, words):
         out = []
@@ -128,11 +147,11 @@ class CiderD:
         candidates, references = _check(candidates, references)
         scores = []
         for candidate, refs in zip(candidates, references):
-            words = caption_words(candidate)
+            words = self._words(candidate)
             cand_vecs = self._vectors(words)
             total = 0.0
             for ref in refs:
-                ref_words = caption_words(ref)
+                ref_words = self._words(ref)
                 penalty = math.exp(-((len(words) - len(ref_words)) ** 2)
                                    / (2.0 * self.sigma ** 2))
                 for (cv, cn), (rv, rn) in zip(cand_vecs, self._vectors(ref_words)):

@@ -6,7 +6,10 @@ with CIDEr-D against the image's training references, and raises the
 log-probability of the samples that score above a baseline and lowers it for
 those below. The baseline of a sample is the mean reward of the other samples
 of the same image (the leave-one-out variant of Luo 2020, "A Better Variant
-of Self-Critical Sequence Training"), so no greedy decoding is needed.
+of Self-Critical Sequence Training"), so no greedy decoding is needed. The
+reward ends every caption with an end-of-caption word (`CiderD(mark_end=True)`,
+the same paper's fix for "bad endings"), so stopping after "a" is not a safe
+bet.
 
 Shape legend: B images, n samples per image, L decoder positions, V vocabulary.
 """
@@ -18,13 +21,22 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.captioner.decoding import _NEG, _start_buffer, _write_column, banned_tokens
+from zoo.captioner.decoding import (
+    _start_buffer,
+    _write_column,
+    allowed_log_probs,
+    banned_tokens,
+)
 from zoo.captioner.metrics import CiderD
 from zoo.captioner.vocabulary import Vocabulary
 
 
-def sample_captions(parts, images, exclude, noise):
+def sample_captions(parts, images, exclude, noise, block_repeats=True):
     """Samples one caption per row with the decoder's cache (Gumbel-max sampling).
+
+    Sampling follows the rules of `beam_search`: `[PAD]`, `[START]` and
+    `[UNK]` are never generated, and with `block_repeats` neither is the word
+    just generated, so training sees the captions decoding can produce.
 
     Args:
         parts: `DecoderParts` of the backbone.
@@ -33,6 +45,7 @@ def sample_captions(parts, images, exclude, noise):
         noise: `(L, B, V)` float32 uniform noise in (0, 1), one draw per step;
             sampling with `argmax(log p + Gumbel(noise))` keeps the loop free of
             random-number state, so it compiles with XLA.
+        block_repeats: never sample the previous word again at once.
 
     Returns:
         `(B, L)` int32 ids after `[START]`: words, `[END]`, then `[PAD]`.
@@ -44,13 +57,15 @@ def sample_captions(parts, images, exclude, noise):
     tokens = _start_buffer(batch_size, max_length)  # (B, L + 1)
     finished = ops.zeros((batch_size,), dtype="bool")
     vocab = parts.head.units
-    banned = banned_tokens(vocab)
+    banned = banned_tokens(vocab)[None]  # (1, V)
+    word_ids = ops.arange(vocab, dtype="int32")[None]  # (1, V)
     gumbel = -ops.log(-ops.log(ops.clip(noise, 1e-9, 1.0 - 1e-7)))  # (L, B, V)
 
     def body(i, tokens, caches, finished):
         current = ops.slice(tokens, [0, i], [batch_size, 1])  # (B, 1)
         logits, caches = parts.decode_step(current, context, list(caches), i)
-        log_probs = ops.log_softmax(ops.where(banned, _NEG, logits), axis=-1)  # (B, V)
+        log_probs = allowed_log_probs(logits, current, banned, word_ids,
+                                      block_repeats)  # (B, V)
         step_noise = ops.take(gumbel, i, axis=0)  # (B, V)
         next_ids = ops.cast(ops.argmax(log_probs + step_noise, axis=-1), "int32")  # (B,)
         next_ids = ops.where(finished, Vocabulary.pad_id, next_ids)
@@ -112,12 +127,15 @@ class SelfCriticalTrainer:
         learning_rate: Adam learning rate.
         seed: order of the images and the sampling noise.
         jit_compile: compile the train step with XLA.
+        mark_end: score the samples with the end-of-caption word (see the
+            module doc); False gives plain CIDEr-D as the reward.
         run_eagerly: sample and train step by step in Python instead of
             tracing graphs (small data: tests and debugging).
     """
 
     def __init__(self, captioner, train, valid, workdir, num_samples=5, images_per_step=16,
-                 learning_rate=2e-5, seed=0, jit_compile=True, run_eagerly=False):
+                 learning_rate=2e-5, seed=0, jit_compile=True, mark_end=True,
+                 run_eagerly=False):
         self.captioner = captioner
         self.model = captioner.backbone
         self.train, self.valid = train, valid
@@ -125,7 +143,7 @@ class SelfCriticalTrainer:
         self.num_samples = int(num_samples)
         self.images_per_step = int(images_per_step)
         self.seed = int(seed)
-        self.scorer = CiderD(train.captions)
+        self.scorer = CiderD(train.captions, mark_end=mark_end)
         self.model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0),
                            loss=sequence_loss, jit_compile=jit_compile and not run_eagerly,
                            run_eagerly=run_eagerly)
@@ -173,7 +191,7 @@ class SelfCriticalTrainer:
                 inputs["exclude"] = exclude
             self.model.train_on_batch(inputs, ids, sample_weight=advantages)
             if verbose and step % 20 == 0:
-                print(f"  scst epoch {epoch} step {step}: mean sampled CIDEr-D "
+                print(f"  scst epoch {epoch} step {step}: mean sampled reward "
                       f"{np.mean(rewards_seen[-20:]):.3f}", flush=True)
         return float(np.mean(rewards_seen))
 
@@ -194,14 +212,14 @@ class SelfCriticalTrainer:
             reward = self._epoch(epoch, verbose)
             score = self.valid_cider()
             if verbose:
-                print(f"scst epoch {epoch}: mean sampled CIDEr-D {reward:.3f}, "
+                print(f"scst epoch {epoch}: mean sampled reward {reward:.3f}, "
                       f"valid CIDEr-D {score:.3f}", flush=True)
             self.model.save_weights(last_path)
             if score > state["best"]:
                 self.model.save_weights(best_path)
                 state.update(best=score, best_epoch=epoch)
             state["epoch"] = epoch
-            state["history"].append({"epoch": epoch, "sampled_cider_d": reward,
+            state["history"].append({"epoch": epoch, "sampled_reward": reward,
                                      "valid_cider_d": score})
             tmp = os.path.join(self.dir, "state.tmp.json")
             with open(tmp, "w") as f:

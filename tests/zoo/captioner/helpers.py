@@ -94,3 +94,17 @@ def datastore_images(image_size=16):
     """The 6 uint8 images of the tiny captioner's datastore."""
     return np.random.default_rng(7).integers(0, 256, size=(6, image_size, image_size, 3),
                                              dtype=np.uint8)
+
+
+def stuttering_captioner(word="red"):
+    """A tiny captioner (no retrieval) whose head bias makes `word` beat every
+    other token, `[END]` included, at every step; returns it and the word's id."""
+    from keras import ops
+
+    captioner = tiny_captioner(retrieval_neighbours=0)
+    head = captioner.parts.head
+    bias = ops.convert_to_numpy(head.bias).copy()
+    word_id = captioner.vocabulary.words.index(word)
+    bias[word_id] += 50.0
+    head.bias.assign(bias)
+    return captioner, word_id

@@ -8,6 +8,7 @@ from tests.zoo.captioner.helpers import (
     coloured_square,
     datastore_images,
     png_bytes,
+    stuttering_captioner,
     tiny_captioner,
 )
 from zoo.captioner.backbone import build_backbone
@@ -68,12 +69,7 @@ def test_greedy_with_cache_equals_recomputation(captioner, block_repeats):
 
 
 def test_block_repeats_stops_a_stuttering_model():
-    captioner = tiny_captioner(retrieval_neighbours=0)
-    head = captioner.parts.head
-    bias = ops.convert_to_numpy(head.bias).copy()
-    red = captioner.vocabulary.words.index("red")
-    bias[red] += 50.0  # "red" beats every other word, [END] included, at every step
-    head.bias.assign(bias)
+    captioner, red = stuttering_captioner("red")
     images = _images(2)
     for width in (1, 3):
         stutter = ops.convert_to_numpy(beam_search(captioner.parts, images, width,

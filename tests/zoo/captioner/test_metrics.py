@@ -71,3 +71,25 @@ def test_bleu4_perfect_and_variable_references():
 def test_evaluate_captions_keys():
     result = evaluate_captions(["a cat"], [["a cat"]])
     assert set(result) == {"cider_d", "bleu4"}
+
+
+def test_cider_reward_with_end_word_hand_computed():
+    from zoo.captioner.metrics import CiderD
+
+    refs = [["a red cat"], ["a dog"]]
+    penalty = math.exp(-1 / 72)  # 2 words against 3 (3 against 4 with the end word)
+    # Plain: "a red" vs "a red cat": n=1 {a: 0, red: L2} . {a: 0, red: L2, cat: L2}
+    # -> 1/sqrt(2); n=2 {"a red"} . {"a red", "red cat"} -> 1/sqrt(2); n=3,4: 0.
+    plain = CiderD(refs).scores(["a red", "a red cat"], [refs[0], refs[0]])
+    assert plain[0] == pytest.approx(10 * penalty * (2 / math.sqrt(2)) / 4)
+    assert plain[1] == pytest.approx(10 * 3 / 4)
+    # With the end word "</s>" (df 2, idf 0): n=1 unchanged; n=2 {"a red",
+    # "red </s>"} . {"a red", "red cat", "cat </s>"} -> 1/(sqrt(2) sqrt(3));
+    # n=3 {"a red </s>"} shares nothing with {"a red cat", "red cat </s>"}.
+    marked = CiderD(refs, mark_end=True).scores(["a red", "a red cat"], [refs[0], refs[0]])
+    assert marked[0] == pytest.approx(
+        10 * penalty * (1 / math.sqrt(2) + 1 / math.sqrt(6)) / 4)
+    # The whole caption now matches at n = 1..4 ("a red cat </s>").
+    assert marked[1] == pytest.approx(10.0)
+    # An empty caption is still worth nothing.
+    assert CiderD(refs, mark_end=True).scores([""], [refs[0]]) == [0.0]

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 from keras import ops
 
-from tests.zoo.captioner.helpers import DATASTORE_CAPTIONS, datastore_images, tiny_captioner
+from tests.zoo.captioner.helpers import (
+    DATASTORE_CAPTIONS,
+    datastore_images,
+    stuttering_captioner,
+    tiny_captioner,
+)
 from zoo.captioner.decoding import beam_search
 from zoo.captioner.metrics import CiderD, cider_d
 from zoo.captioner.self_critical import (
@@ -57,6 +62,23 @@ def test_constant_noise_sampling_is_greedy_decoding(retrieval):
     np.testing.assert_array_equal(sampled, greedy)
 
 
+def test_sampling_never_repeats_the_previous_word():
+    captioner, red = stuttering_captioner("red")
+    images = ops.convert_to_tensor(datastore_images()[:4].astype("float32") / 255.0)
+    length, vocab = captioner.parts.max_length, captioner.parts.head.units
+    noise = np.random.default_rng(0).random((length, 4, vocab), dtype=np.float32)
+    exclude = ops.full((4,), -1, dtype="int32")
+    stutter = ops.convert_to_numpy(sample_captions(captioner.parts, images, exclude, noise,
+                                                   block_repeats=False))
+    assert (stutter == red).all(), "without the rule the sampler repeats 'red'"
+    rows = ops.convert_to_numpy(sample_captions(captioner.parts, images, exclude, noise))
+    end = captioner.vocabulary.end_id
+    for row in rows:
+        words = row[: list(row).index(end)] if end in row else row
+        assert len(words) and words[0] == red
+        assert all(a != b for a, b in zip(words, words[1:])), row
+
+
 def test_random_noise_gives_well_formed_captions():
     captioner = tiny_captioner()
     images = ops.convert_to_tensor(np.random.default_rng(0).random((8, 16, 16, 3), "float32"))
@@ -101,7 +123,8 @@ def test_trainer_runs_keeps_the_best_epoch_and_resumes(tmp_path):
     assert state["best"] == best
     assert state["history"][state["best_epoch"]]["valid_cider_d"] == best
     assert all(np.isfinite(h["valid_cider_d"]) for h in state["history"])
-    assert np.isfinite(state["history"][1]["sampled_cider_d"])
+    assert np.isfinite(state["history"][1]["sampled_reward"])
+    assert trainer.scorer.mark_end, "the reward marks the end of each caption by default"
     stored = json.loads((tmp_path / "scst" / "state.json").read_text())
     assert stored["epoch"] == 1
     # The loaded weights are the best epoch's: its validation score again.
