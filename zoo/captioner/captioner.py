@@ -42,6 +42,10 @@ class Captioner:
     training and in the exported SavedModel.
 
     Captions are lower-case words separated by spaces, without punctuation.
+    When the vocabulary records how training captions end, a caption ends only
+    after a word that ends a training caption, and a one-word caption is one
+    that occurs in training (`Vocabulary.endings`, kept in `endings`; set it
+    to None to decode without the rule).
 
     Args:
         backbone: the functional model of `build_backbone`.
@@ -77,6 +81,7 @@ class Captioner:
         self.grid_size = round(self.parts.encoder.output_shape[1] ** 0.5)
         self.beam_width = self._check_beam(beam_width)
         self.length_penalty = float(length_penalty)
+        self.endings = vocabulary.endings()
         self._generators = {}
 
     @staticmethod
@@ -133,7 +138,8 @@ class Captioner:
     def _generator(self, beam_width):
         if beam_width not in self._generators:
             def generate(images):
-                return beam_search(self.parts, images, beam_width, self.length_penalty)
+                return beam_search(self.parts, images, beam_width, self.length_penalty,
+                                   endings=self.endings)
 
             if keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
@@ -271,7 +277,7 @@ class Captioner:
                              f"Received: backend={keras.backend.backend()}")
         beam_width = self._check_beam(self.beam_width if beam_width is None else beam_width)
         size = self.image_size
-        parts, penalty = self.parts, self.length_penalty
+        parts, penalty, endings = self.parts, self.length_penalty, self.endings
         words_table = tf.constant(self.vocabulary.words)
         first_word = len(SPECIAL_TOKENS)
 
@@ -280,7 +286,7 @@ class Captioner:
                 lambda d: data_lib.preprocess_image_bytes(d, size), images,
                 fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32),
             )
-            ids = beam_search(parts, pixels, beam_width, penalty)  # (B, L)
+            ids = beam_search(parts, pixels, beam_width, penalty, endings=endings)  # (B, L)
             before_end = tf.math.cumprod(tf.cast(tf.not_equal(ids, Vocabulary.end_id), tf.int32),
                                     axis=1) > 0
             keep = tf.logical_and(before_end, ids >= first_word)

@@ -117,12 +117,29 @@ def banned_tokens(vocab):
     )
 
 
-def allowed_log_probs(logits, previous, banned, word_ids, block_repeats=True):
+def end_banned(endings, previous, index):
+    """`(B, 1)` bool: rows that may not end after `previous`, or None without rules.
+
+    Args:
+        endings: `(2, V)` bool from `Vocabulary.endings` (or None).
+        previous: `(B, 1)` int32, the token at decoder position `index`.
+        index: the position of `previous` (0 is `[START]`, 1 the first word).
+    """
+    if endings is None:
+        return None
+    endings = ops.convert_to_tensor(endings)
+    may_end = ops.take(endings[0], previous[:, 0], axis=0)  # (B,)
+    alone = ops.take(endings[1], previous[:, 0], axis=0)
+    allowed = ops.logical_and(may_end, ops.logical_or(ops.not_equal(index, 1), alone))
+    return ops.logical_not(allowed)[:, None]
+
+
+def allowed_log_probs(logits, previous, banned, word_ids, block_repeats=True, no_end=None):
     """Log-probabilities over the words decoding may generate next.
 
     `banned` ids get probability 0, and with `block_repeats` so does each
     row's `previous` word (no training caption repeats a word twice in a
-    row); the rest is renormalised.
+    row), and `[END]` in the rows of `no_end`; the rest is renormalised.
 
     Args:
         logits: `(B, V)` float32.
@@ -130,11 +147,15 @@ def allowed_log_probs(logits, previous, banned, word_ids, block_repeats=True):
         banned: `(1, V)` bool, see `banned_tokens`.
         word_ids: `(1, V)` int32, `arange(V)`.
         block_repeats: also ban `previous`.
+        no_end: `(B, 1)` bool from `end_banned`, or None.
 
     Returns:
         `(B, V)` float32 log-probabilities.
     """
     ban = ops.logical_or(banned, ops.equal(word_ids, previous)) if block_repeats else banned
+    if no_end is not None:
+        ban = ops.logical_or(ban, ops.logical_and(no_end, ops.equal(word_ids,
+                                                                    Vocabulary.end_id)))
     return ops.log_softmax(ops.where(ban, _NEG, logits), axis=-1)
 
 
@@ -151,7 +172,7 @@ def _write_column(tokens, index, column):
 
 
 def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None,
-                block_repeats=True):
+                block_repeats=True, endings=None):
     """Captions of `images` by beam search with the self-attention cache.
 
     Beams are ranked by total log-probability while searching; at the end the
@@ -162,6 +183,9 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     training caption repeats a word twice in a row; without the rule the model
     sometimes stutters, "scoop scoop"). Banned ids are removed before the
     softmax, so each step's distribution is renormalised over the allowed words.
+    With `endings` (`Vocabulary.endings`), `[END]` only follows a word that
+    ends a training caption, and a one-word caption is one that occurs in
+    training, so captions do not stop at "a" or "the".
 
     Args:
         parts: `DecoderParts` of the backbone.
@@ -170,6 +194,7 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
         length_penalty: the exponent alpha above.
         max_length: decoding steps, at most the decoder positions L.
         block_repeats: never generate the previous word again at once.
+        endings: `(2, V)` bool from `Vocabulary.endings`, or None for no rule.
 
     Returns:
         `(B, max_length)` int32 ids after `[START]`: words, `[END]`, then `[PAD]`.
@@ -196,8 +221,8 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     def body(i, tokens, caches, scores, finished):
         current = ops.slice(tokens, [0, i], [batch_size * k, 1])  # (B*K, 1)
         logits, caches = parts.decode_step(current, context, list(caches), i)
-        log_probs = allowed_log_probs(logits, current, banned, word_ids,
-                                      block_repeats)  # (B*K, V)
+        log_probs = allowed_log_probs(logits, current, banned, word_ids, block_repeats,
+                                      end_banned(endings, current, i))  # (B*K, V)
         log_probs = ops.reshape(log_probs, (batch_size, k, vocab))
         log_probs = ops.where(finished[..., None], pad_only, log_probs)
         candidates = ops.reshape(scores[..., None] + log_probs, (batch_size, k * vocab))

@@ -26,17 +26,19 @@ from zoo.captioner.decoding import (
     _write_column,
     allowed_log_probs,
     banned_tokens,
+    end_banned,
 )
 from zoo.captioner.metrics import CiderD
 from zoo.captioner.vocabulary import Vocabulary
 
 
-def sample_captions(parts, images, exclude, noise, block_repeats=True):
+def sample_captions(parts, images, exclude, noise, block_repeats=True, endings=None):
     """Samples one caption per row with the decoder's cache (Gumbel-max sampling).
 
     Sampling follows the rules of `beam_search`: `[PAD]`, `[START]` and
-    `[UNK]` are never generated, and with `block_repeats` neither is the word
-    just generated, so training sees the captions decoding can produce.
+    `[UNK]` are never generated, with `block_repeats` neither is the word just
+    generated, and with `endings` a caption ends only where a training caption
+    could, so training sees the captions decoding can produce.
 
     Args:
         parts: `DecoderParts` of the backbone.
@@ -46,6 +48,7 @@ def sample_captions(parts, images, exclude, noise, block_repeats=True):
             sampling with `argmax(log p + Gumbel(noise))` keeps the loop free of
             random-number state, so it compiles with XLA.
         block_repeats: never sample the previous word again at once.
+        endings: `(2, V)` bool from `Vocabulary.endings`, or None for no rule.
 
     Returns:
         `(B, L)` int32 ids after `[START]`: words, `[END]`, then `[PAD]`.
@@ -64,8 +67,8 @@ def sample_captions(parts, images, exclude, noise, block_repeats=True):
     def body(i, tokens, caches, finished):
         current = ops.slice(tokens, [0, i], [batch_size, 1])  # (B, 1)
         logits, caches = parts.decode_step(current, context, list(caches), i)
-        log_probs = allowed_log_probs(logits, current, banned, word_ids,
-                                      block_repeats)  # (B, V)
+        log_probs = allowed_log_probs(logits, current, banned, word_ids, block_repeats,
+                                      end_banned(endings, current, i))  # (B, V)
         step_noise = ops.take(gumbel, i, axis=0)  # (B, V)
         next_ids = ops.cast(ops.argmax(log_probs + step_noise, axis=-1), "int32")  # (B,)
         next_ids = ops.where(finished, Vocabulary.pad_id, next_ids)
@@ -179,7 +182,8 @@ class SelfCriticalTrainer:
             noise = rng.random((length, len(exclude), vocab), dtype=np.float32)
             ids = ops.convert_to_numpy(self._sample(
                 self.captioner.parts, ops.convert_to_tensor(images),
-                ops.convert_to_tensor(exclude), ops.convert_to_tensor(noise)))
+                ops.convert_to_tensor(exclude), ops.convert_to_tensor(noise),
+                endings=self.captioner.endings))
             words = [self.captioner.vocabulary.decode(r) for r in ids]
             refs = [self.train.captions[i] for i in exclude]
             rewards = np.reshape(self.scorer.scores(words, refs), (len(rows), n))

@@ -20,8 +20,19 @@ class Vocabulary:
     decoding gives lower-case words joined by spaces. The exported SavedModel
     maps ids back to words with the same table (`tf.gather` on a constant).
 
+    `build` also records how the training captions end: the words that end
+    at least one caption (`final_words`) and the words that are a whole
+    caption on their own (`single_words`). Decoding uses them (`endings`) to
+    end a caption only where a training caption could end: never after "a"
+    or "the", and never with a lone word such as "a" that no training caption
+    consists of.
+
     Args:
         words: the words after the special tokens, in id order.
+        final_words: words that end a training caption (None: not recorded,
+            no rule).
+        single_words: words that form a one-word training caption (None: not
+            recorded).
 
     Example:
 
@@ -32,7 +43,7 @@ class Vocabulary:
     array([2, 4, 5, 1, 3, 0], dtype=int32)
     """
 
-    def __init__(self, words):
+    def __init__(self, words, final_words=None, single_words=None):
         words = list(words)
         if any(not isinstance(w, str) or not w or w in SPECIAL_TOKENS for w in words):
             raise ValueError(
@@ -43,6 +54,17 @@ class Vocabulary:
             raise ValueError("`words` must not repeat a word. Received: duplicates in words")
         self.words = [*SPECIAL_TOKENS, *words]
         self._ids = {w: i for i, w in enumerate(self.words)}
+        if (final_words is None) != (single_words is None):
+            raise ValueError("Give both `final_words` and `single_words`, or neither. "
+                             f"Received: final_words={final_words is not None}, "
+                             f"single_words={single_words is not None}")
+        for name, group in (("final_words", final_words), ("single_words", single_words)):
+            unknown = [w for w in group or () if w not in self._ids or w in SPECIAL_TOKENS]
+            if unknown:
+                raise ValueError(f"`{name}` must be words of the vocabulary. "
+                                 f"Received: {unknown[:5]!r}")
+        self.final_words = None if final_words is None else sorted(set(final_words))
+        self.single_words = None if single_words is None else sorted(set(single_words))
 
     pad_id, unk_id, start_id, end_id = 0, 1, 2, 3
 
@@ -54,7 +76,27 @@ class Vocabulary:
                         key=lambda w: (-counts[w], w))
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(SPECIAL_TOKENS))]
-        return cls(ranked)
+        kept = set(ranked)
+        split = [caption_words(c) for c in captions]
+        final = {w[-1] for w in split if w and w[-1] in kept}
+        single = {w[0] for w in split if len(w) == 1 and w[0] in kept}
+        return cls(ranked, final, single)
+
+    def endings(self):
+        """`(2, V)` bool, or None when the endings were not recorded.
+
+        Row 0: `[END]` may follow this id (a final word; also `[END]` and
+        `[PAD]`, which only finished captions hold; not `[START]`: no caption
+        is empty). Row 1: `[END]` may follow this id as the first word (a
+        one-word caption)."""
+        if self.final_words is None:
+            return None
+        out = np.zeros((2, len(self.words)), dtype=bool)
+        out[0, [self._ids[w] for w in self.final_words]] = True
+        out[0, [self.pad_id, self.end_id]] = True
+        out[1, [self._ids[w] for w in self.single_words]] = True
+        out[1, [self.pad_id, self.end_id]] = True
+        return out
 
     def __len__(self):
         return len(self.words)
@@ -81,7 +123,10 @@ class Vocabulary:
         return " ".join(words)
 
     def to_json(self):
-        return json.dumps({"words": self.words[len(SPECIAL_TOKENS):]}, indent=0)
+        payload = {"words": self.words[len(SPECIAL_TOKENS):]}
+        if self.final_words is not None:
+            payload.update(final_words=self.final_words, single_words=self.single_words)
+        return json.dumps(payload, indent=0)
 
     @classmethod
     def from_json(cls, text):
@@ -89,4 +134,4 @@ class Vocabulary:
         if not isinstance(payload, dict) or not isinstance(payload.get("words"), list):
             raise ValueError("A vocabulary file must hold {\"words\": [...]}. "  # noqa: TRY004
                              f"Received: {str(text)[:80]!r}")
-        return cls(payload["words"])
+        return cls(payload["words"], payload.get("final_words"), payload.get("single_words"))

@@ -59,11 +59,13 @@ WORDS = frozenset(
 
 
 def tiny_captioner(vocabulary_words=("red", "green", "blue", "cat", "apple", "pear"),
-                   image_size=16, beam_width=3, seed=0, retrieval_neighbours=0):
+                   image_size=16, beam_width=3, seed=0, retrieval_neighbours=0,
+                   final_words=None, single_words=None):
     """A randomly initialised small captioner (float32).
 
     With `retrieval_neighbours`, its datastore holds 6 random images whose
-    captions are `DATASTORE_CAPTIONS`.
+    captions are `DATASTORE_CAPTIONS`. `final_words` and `single_words` give
+    the vocabulary its caption endings (see `Vocabulary`).
     """
     import keras
 
@@ -72,7 +74,7 @@ def tiny_captioner(vocabulary_words=("red", "green", "blue", "cat", "apple", "pe
     from zoo.captioner.vocabulary import Vocabulary
 
     keras.utils.set_random_seed(seed)
-    vocabulary = Vocabulary(list(vocabulary_words))
+    vocabulary = Vocabulary(list(vocabulary_words), final_words, single_words)
     length = 6
     backbone = build_backbone(len(vocabulary), image_size=image_size, patch_size=4,
                               hidden_dim=16, num_heads=2, intermediate_dim=16,
@@ -96,12 +98,13 @@ def datastore_images(image_size=16):
                                              dtype=np.uint8)
 
 
-def stuttering_captioner(word="red"):
-    """A tiny captioner (no retrieval) whose head bias makes `word` beat every
-    other token, `[END]` included, at every step; returns it and the word's id."""
+def biased_captioner(word="red", **kwargs):
+    """A tiny captioner (no retrieval; `kwargs` go to `tiny_captioner`) whose
+    head bias makes `word` (or a token such as "[END]") beat every other token
+    at every step; returns it and the word's id."""
     from keras import ops
 
-    captioner = tiny_captioner(retrieval_neighbours=0)
+    captioner = tiny_captioner(retrieval_neighbours=0, **kwargs)
     head = captioner.parts.head
     bias = ops.convert_to_numpy(head.bias).copy()
     word_id = captioner.vocabulary.words.index(word)

@@ -5,10 +5,10 @@ import pytest
 from keras import ops
 
 from tests.zoo.captioner.helpers import (
+    biased_captioner,
     coloured_square,
     datastore_images,
     png_bytes,
-    stuttering_captioner,
     tiny_captioner,
 )
 from zoo.captioner.backbone import build_backbone
@@ -69,7 +69,7 @@ def test_greedy_with_cache_equals_recomputation(captioner, block_repeats):
 
 
 def test_block_repeats_stops_a_stuttering_model():
-    captioner, red = stuttering_captioner("red")
+    captioner, red = biased_captioner("red")  # "red" beats [END] too
     images = _images(2)
     for width in (1, 3):
         stutter = ops.convert_to_numpy(beam_search(captioner.parts, images, width,
@@ -81,6 +81,31 @@ def test_block_repeats_stops_a_stuttering_model():
                 else row
             assert len(words) and words[0] == red
             assert all(a != b for a, b in zip(words, words[1:])), row
+
+
+def test_captions_end_only_where_training_captions_end():
+    # [END] beats every word at every step: without the rule every caption is empty.
+    # "cat" and "pear" end training captions; only "cat" is a caption on its own.
+    captioner, _ = biased_captioner("[END]", final_words=("cat", "pear"),
+                                    single_words=("cat",))
+    images = _images(4)
+    vocabulary = captioner.vocabulary
+    for width in (1, 3):
+        empty = beam_search(captioner.parts, images, width)
+        assert (ops.convert_to_numpy(empty)[:, 0] == Vocabulary.end_id).all()
+        rows = ops.convert_to_numpy(beam_search(captioner.parts, images, width,
+                                                endings=captioner.endings))
+        for row in rows:
+            words = vocabulary.decode(row).split()
+            assert words, row
+            if Vocabulary.end_id in row:  # ended by choice, not by the length limit
+                assert words[-1] in ("cat", "pear")
+                assert len(words) > 1 or words == ["cat"]
+    # The captioner applies the rule itself.
+    assert captioner.caption_pixels(_images(2)) == [
+        vocabulary.decode(r) for r in ops.convert_to_numpy(
+            beam_search(captioner.parts, _images(2), captioner.beam_width,
+                        endings=captioner.endings))]
 
 
 def test_wide_beam_is_exhaustive_search():

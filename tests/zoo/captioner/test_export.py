@@ -15,7 +15,9 @@ from zoo.serving import run_saved_model
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     # With retrieval, as the shipped captioner: the datastore goes into the graph.
-    captioner = tiny_captioner(retrieval_neighbours=2)
+    # With caption endings, so the rule runs inside the graph too.
+    captioner = tiny_captioner(retrieval_neighbours=2, final_words=("cat", "apple", "pear"),
+                               single_words=("cat",))
     # Make [END] unlikely so that the random model writes words.
     bias = captioner.parts.head.bias
     bias.assign(bias.numpy() - 4.0 * (np.arange(bias.shape[0]) == 3))

@@ -8,7 +8,7 @@ from keras import ops
 from tests.zoo.captioner.helpers import (
     DATASTORE_CAPTIONS,
     datastore_images,
-    stuttering_captioner,
+    biased_captioner,
     tiny_captioner,
 )
 from zoo.captioner.decoding import beam_search
@@ -63,7 +63,7 @@ def test_constant_noise_sampling_is_greedy_decoding(retrieval):
 
 
 def test_sampling_never_repeats_the_previous_word():
-    captioner, red = stuttering_captioner("red")
+    captioner, red = biased_captioner("red")  # "red" beats [END] too
     images = ops.convert_to_tensor(datastore_images()[:4].astype("float32") / 255.0)
     length, vocab = captioner.parts.max_length, captioner.parts.head.units
     noise = np.random.default_rng(0).random((length, 4, vocab), dtype=np.float32)
@@ -77,6 +77,24 @@ def test_sampling_never_repeats_the_previous_word():
         words = row[: list(row).index(end)] if end in row else row
         assert len(words) and words[0] == red
         assert all(a != b for a, b in zip(words, words[1:])), row
+
+
+def test_sampling_ends_only_where_training_captions_end():
+    captioner, _ = biased_captioner("[END]", final_words=("cat", "pear"),
+                                    single_words=("cat",))
+    images = ops.convert_to_tensor(datastore_images()[:4].astype("float32") / 255.0)
+    length, vocab = captioner.parts.max_length, captioner.parts.head.units
+    noise = np.random.default_rng(0).random((length, 4, vocab), dtype=np.float32)
+    exclude = ops.full((4,), -1, dtype="int32")
+    empty = ops.convert_to_numpy(sample_captions(captioner.parts, images, exclude, noise))
+    assert (empty[:, 0] == captioner.vocabulary.end_id).all()
+    rows = ops.convert_to_numpy(sample_captions(captioner.parts, images, exclude, noise,
+                                                endings=captioner.endings))
+    for row in rows:
+        words = captioner.vocabulary.decode(row).split()
+        assert words, row
+        if captioner.vocabulary.end_id in row:
+            assert words[-1] in ("cat", "pear") and (len(words) > 1 or words == ["cat"])
 
 
 def test_random_noise_gives_well_formed_captions():

@@ -21,6 +21,23 @@ def test_encode_decode():
 def test_json_round_trip():
     vocab = Vocabulary(["a", "red"])
     assert Vocabulary.from_json(vocab.to_json()).words == vocab.words
+    assert Vocabulary.from_json(vocab.to_json()).endings() is None
+    built = Vocabulary.build(["A red car.", "Car", "a car"], min_count=1)
+    again = Vocabulary.from_json(built.to_json())
+    assert (again.final_words, again.single_words) == (["car"], ["car"])
+    np.testing.assert_array_equal(again.endings(), built.endings())
+
+
+def test_build_records_how_captions_end():
+    # "zebra" ends a caption but is cut from the vocabulary by min_count.
+    vocab = Vocabulary.build(["A red car.", "Car", "a red", "a car", "zebra"], min_count=2)
+    assert vocab.words == ["[PAD]", "[UNK]", "[START]", "[END]", "a", "car", "red"]
+    assert vocab.final_words == ["car", "red"] and vocab.single_words == ["car"]
+    endings = vocab.endings()
+    # Row 0: may end after the id; row 1: may end after it as the first word.
+    #                       PAD    UNK    START  END   a      car   red
+    np.testing.assert_array_equal(endings, [[True, False, False, True, False, True, True],
+                                            [True, False, False, True, False, True, False]])
 
 
 def test_errors():
@@ -30,3 +47,9 @@ def test_errors():
         Vocabulary(["a", "a"])
     with pytest.raises(ValueError, match="words"):
         Vocabulary.from_json("[1, 2]")
+    with pytest.raises(ValueError, match="or neither"):
+        Vocabulary(["a", "b"], final_words=["a"])
+    with pytest.raises(ValueError, match="words of the vocabulary"):
+        Vocabulary(["a", "b"], final_words=["c"], single_words=[])
+    with pytest.raises(ValueError, match="words of the vocabulary"):
+        Vocabulary(["a", "b"], final_words=["a"], single_words=["[END]"])
