@@ -108,7 +108,7 @@ class CaptionerConfig(TrainConfig):
     fusion_layers: int = 1
     beam_width: int = 4
     length_penalty: float = 0.6
-    scst_epochs: int = 4
+    scst_epochs: int = 12
     scst_samples: int = 5
     scst_images_per_step: int = 16
     scst_learning_rate: float = 2e-5

@@ -93,7 +93,7 @@ _BUILTIN = [
         name="captioner_tuxpaint_openclipart",
         task="caption",
         loader="zoo.captioner.captioner:load_captioner",
-        recipe="python -m recipes.train_captioner --scst_epochs=4",
+        recipe="python -m recipes.train_captioner --scst_epochs=12",
         description="Image captioner (hybrid ViT + Transformer decoder) on Tux Paint "
         "stamps and Openclipart drawings.",
     ),
