@@ -136,10 +136,13 @@ class Captioner:
 
     # ------------------------------------------------------------- captions
     def _generator(self, beam_width):
+        """`generate(images, length_penalty, endings)`, traced once per beam width
+        (and per penalty and ending rule); the current settings are passed at each
+        call, so changing `length_penalty` or `endings` takes effect."""
         if beam_width not in self._generators:
-            def generate(images):
-                return beam_search(self.parts, images, beam_width, self.length_penalty,
-                                   endings=self.endings)
+            def generate(images, length_penalty, endings):
+                return beam_search(self.parts, images, beam_width, length_penalty,
+                                   endings=endings)
 
             if keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
@@ -155,7 +158,7 @@ class Captioner:
         out = []
         for start in range(0, len(pixels), batch_size):
             chunk = ops.convert_to_tensor(np.asarray(pixels[start:start + batch_size], "float32"))
-            out.append(ops.convert_to_numpy(generate(chunk)))
+            out.append(ops.convert_to_numpy(generate(chunk, self.length_penalty, self.endings)))
         return np.concatenate(out, axis=0)
 
     def caption(self, images, beam_width=None, batch_size=64):

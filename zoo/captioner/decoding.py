@@ -117,46 +117,44 @@ def banned_tokens(vocab):
     )
 
 
-def end_banned(endings, previous, index):
-    """`(B, 1)` bool: rows that may not end after `previous`, or None without rules.
+def next_word_log_probs(vocab, block_repeats=True, endings=None):
+    """The rules every decoder applies before choosing the next token.
+
+    `[PAD]`, `[START]` and `[UNK]` are never generated (`banned_tokens`); with
+    `block_repeats` neither is each row's previous word (no training caption
+    repeats a word twice in a row); with `endings` (`Vocabulary.endings`)
+    `[END]` follows only a word that ends a training caption, and ends a
+    one-word caption only after a one-word training caption. Banned ids are
+    removed before the softmax, so the rest is renormalised.
 
     Args:
-        endings: `(2, V)` bool from `Vocabulary.endings` (or None).
-        previous: `(B, 1)` int32, the token at decoder position `index`.
-        index: the position of `previous` (0 is `[START]`, 1 the first word).
-    """
-    if endings is None:
-        return None
-    endings = ops.convert_to_tensor(endings)
-    may_end = ops.take(endings[0], previous[:, 0], axis=0)  # (B,)
-    alone = ops.take(endings[1], previous[:, 0], axis=0)
-    allowed = ops.logical_and(may_end, ops.logical_or(ops.not_equal(index, 1), alone))
-    return ops.logical_not(allowed)[:, None]
-
-
-def allowed_log_probs(logits, previous, banned, word_ids, block_repeats=True, no_end=None):
-    """Log-probabilities over the words decoding may generate next.
-
-    `banned` ids get probability 0, and with `block_repeats` so does each
-    row's `previous` word (no training caption repeats a word twice in a
-    row), and `[END]` in the rows of `no_end`; the rest is renormalised.
-
-    Args:
-        logits: `(B, V)` float32.
-        previous: `(B, 1)` int32, the word each row generated last.
-        banned: `(1, V)` bool, see `banned_tokens`.
-        word_ids: `(1, V)` int32, `arange(V)`.
-        block_repeats: also ban `previous`.
-        no_end: `(B, 1)` bool from `end_banned`, or None.
+        vocab: V.
+        block_repeats: ban the previous word.
+        endings: `(2, V)` bool, or None for no ending rule.
 
     Returns:
-        `(B, V)` float32 log-probabilities.
+        `log_probs(logits, previous, index)`: `(B, V)` float32 logits, `(B, 1)`
+        int32 tokens at decoder position `index` (0 is `[START]`, 1 the first
+        word) -> `(B, V)` float32 log-probabilities.
     """
-    ban = ops.logical_or(banned, ops.equal(word_ids, previous)) if block_repeats else banned
-    if no_end is not None:
-        ban = ops.logical_or(ban, ops.logical_and(no_end, ops.equal(word_ids,
-                                                                    Vocabulary.end_id)))
-    return ops.log_softmax(ops.where(ban, _NEG, logits), axis=-1)
+    banned = banned_tokens(vocab)[None]  # (1, V)
+    word_ids = ops.arange(vocab, dtype="int32")[None]  # (1, V)
+    is_end = ops.equal(word_ids, Vocabulary.end_id)  # (1, V)
+    if endings is not None:
+        endings = ops.convert_to_tensor(endings)
+
+    def log_probs(logits, previous, index):
+        ban = ops.logical_or(banned, ops.equal(word_ids, previous)) if block_repeats \
+            else banned
+        if endings is not None:
+            may_end = ops.take(endings[0], previous[:, 0], axis=0)  # (B,)
+            alone = ops.take(endings[1], previous[:, 0], axis=0)
+            allowed = ops.logical_and(may_end, ops.logical_or(ops.not_equal(index, 1), alone))
+            ban = ops.logical_or(ban, ops.logical_and(ops.logical_not(allowed)[:, None],
+                                                      is_end))
+        return ops.log_softmax(ops.where(ban, _NEG, logits), axis=-1)
+
+    return log_probs
 
 
 def _start_buffer(rows, max_length):
@@ -178,14 +176,11 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     Beams are ranked by total log-probability while searching; at the end the
     beams are compared by `log_prob / ((5 + length) / 6) ** length_penalty`
     (Wu et al. 2016). `beam_width=1` is greedy decoding. A finished beam
-    continues with `[PAD]` at no cost; `[PAD]`, `[START]` and `[UNK]` are never
-    generated, and with `block_repeats` neither is the word just generated (no
-    training caption repeats a word twice in a row; without the rule the model
-    sometimes stutters, "scoop scoop"). Banned ids are removed before the
-    softmax, so each step's distribution is renormalised over the allowed words.
-    With `endings` (`Vocabulary.endings`), `[END]` only follows a word that
-    ends a training caption, and a one-word caption is one that occurs in
-    training, so captions do not stop at "a" or "the".
+    continues with `[PAD]` at no cost. Each step applies the rules of
+    `next_word_log_probs`: `[PAD]`, `[START]` and `[UNK]` are never generated;
+    with `block_repeats` neither is the word just generated (without the rule
+    the model sometimes stutters, "scoop scoop"); with `endings` captions do
+    not stop at "a" or "the".
 
     Args:
         parts: `DecoderParts` of the backbone.
@@ -211,9 +206,8 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     scores = ops.tile(first[None, :], [batch_size, 1])  # (B, K)
     finished = ops.zeros((batch_size, k), dtype="bool")
     vocab = parts.head.units
-    banned = banned_tokens(vocab)[None]  # (1, V)
-    word_ids = ops.arange(vocab, dtype="int32")[None]  # (1, V)
-    pad_only = ops.where(word_ids[0] == Vocabulary.pad_id, 0.0, _NEG)  # (V,)
+    next_log_probs = next_word_log_probs(vocab, block_repeats, endings)
+    pad_only = ops.where(ops.arange(vocab) == Vocabulary.pad_id, 0.0, _NEG)  # (V,)
 
     def cond(i, tokens, caches, scores, finished):
         return ops.logical_and(i < max_length, ops.logical_not(ops.all(finished)))
@@ -221,8 +215,7 @@ def beam_search(parts, images, beam_width=4, length_penalty=0.6, max_length=None
     def body(i, tokens, caches, scores, finished):
         current = ops.slice(tokens, [0, i], [batch_size * k, 1])  # (B*K, 1)
         logits, caches = parts.decode_step(current, context, list(caches), i)
-        log_probs = allowed_log_probs(logits, current, banned, word_ids, block_repeats,
-                                      end_banned(endings, current, i))  # (B*K, V)
+        log_probs = next_log_probs(logits, current, i)  # (B*K, V)
         log_probs = ops.reshape(log_probs, (batch_size, k, vocab))
         log_probs = ops.where(finished[..., None], pad_only, log_probs)
         candidates = ops.reshape(scores[..., None] + log_probs, (batch_size, k * vocab))

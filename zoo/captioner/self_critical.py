@@ -21,13 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from zoo.captioner.decoding import (
-    _start_buffer,
-    _write_column,
-    allowed_log_probs,
-    banned_tokens,
-    end_banned,
-)
+from zoo.captioner.decoding import _start_buffer, _write_column, next_word_log_probs
 from zoo.captioner.metrics import CiderD
 from zoo.captioner.vocabulary import Vocabulary
 
@@ -60,15 +54,13 @@ def sample_captions(parts, images, exclude, noise, block_repeats=True, endings=N
     tokens = _start_buffer(batch_size, max_length)  # (B, L + 1)
     finished = ops.zeros((batch_size,), dtype="bool")
     vocab = parts.head.units
-    banned = banned_tokens(vocab)[None]  # (1, V)
-    word_ids = ops.arange(vocab, dtype="int32")[None]  # (1, V)
+    next_log_probs = next_word_log_probs(vocab, block_repeats, endings)
     gumbel = -ops.log(-ops.log(ops.clip(noise, 1e-9, 1.0 - 1e-7)))  # (L, B, V)
 
     def body(i, tokens, caches, finished):
         current = ops.slice(tokens, [0, i], [batch_size, 1])  # (B, 1)
         logits, caches = parts.decode_step(current, context, list(caches), i)
-        log_probs = allowed_log_probs(logits, current, banned, word_ids, block_repeats,
-                                      end_banned(endings, current, i))  # (B, V)
+        log_probs = next_log_probs(logits, current, i)  # (B, V)
         step_noise = ops.take(gumbel, i, axis=0)  # (B, V)
         next_ids = ops.cast(ops.argmax(log_probs + step_noise, axis=-1), "int32")  # (B,)
         next_ids = ops.where(finished, Vocabulary.pad_id, next_ids)

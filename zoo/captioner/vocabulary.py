@@ -71,13 +71,13 @@ class Vocabulary:
     @classmethod
     def build(cls, captions, min_count=2, max_size=None):
         """A vocabulary of the words seen at least `min_count` times in `captions`."""
-        counts = collections.Counter(w for c in captions for w in caption_words(c))
+        split = [caption_words(c) for c in captions]
+        counts = collections.Counter(w for words in split for w in words)
         ranked = sorted((w for w, n in counts.items() if n >= min_count),
                         key=lambda w: (-counts[w], w))
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(SPECIAL_TOKENS))]
         kept = set(ranked)
-        split = [caption_words(c) for c in captions]
         final = {w[-1] for w in split if w and w[-1] in kept}
         single = {w[0] for w in split if len(w) == 1 and w[0] in kept}
         return cls(ranked, final, single)

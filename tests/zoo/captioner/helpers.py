@@ -111,3 +111,24 @@ def biased_captioner(word="red", **kwargs):
     bias[word_id] += 50.0
     head.bias.assign(bias)
     return captioner, word_id
+
+
+def ending_captioner():
+    """`biased_captioner("[END]")` whose vocabulary lets captions end after "cat"
+    or "pear", and lets only "cat" stand alone: without the ending rule every
+    caption is empty."""
+    captioner, _ = biased_captioner("[END]", final_words=("cat", "pear"),
+                                    single_words=("cat",))
+    return captioner
+
+
+def assert_ends_like_training(vocabulary, rows):
+    """Every row of ids of `ending_captioner` holds words and, where it ends by
+    `[END]` rather than the length limit, ends on "cat" or "pear", with "cat"
+    the only one-word caption."""
+    for row in rows:
+        words = vocabulary.decode(row).split()
+        assert words, row
+        if vocabulary.end_id in row:
+            assert words[-1] in ("cat", "pear"), row
+            assert len(words) > 1 or words == ["cat"], row
