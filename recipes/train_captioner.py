@@ -54,7 +54,7 @@ class CaptionerConfig(TrainConfig):
         min_word_count: training-caption count for a word to enter the vocabulary
             (1 by default: with retrieval the model can copy any word of a
             retrieved training caption, however rare).
-        image_size ... fusion_layers: the network, see `zoo.captioner.backbone`.
+        image_size ... copy_successors: the network, see `zoo.captioner.backbone`.
         beam_width, length_penalty: decoding of the evaluation and the checkpoint.
         scst_epochs: epochs of self-critical training on CIDEr-D after the
             cross-entropy epochs (0: none; `zoo.captioner.self_critical`); the
@@ -106,6 +106,7 @@ class CaptionerConfig(TrainConfig):
     dropout: float = 0.2
     retrieval_neighbours: int = 4
     fusion_layers: int = 1
+    copy_successors: bool = True
     beam_width: int = 4
     length_penalty: float = 0.6
     scst_epochs: int = 12
@@ -300,6 +301,7 @@ def main(argv=None):
             retrieval_neighbours=config.retrieval_neighbours,
             fusion_layers=config.fusion_layers, datastore_size=len(train),
             augment_shift=max(1, config.image_size // 16) if config.augment else 0,
+            copy_successors=config.copy_successors,
         )
         if config.retrieval_neighbours:
             model.get_layer("retrieval").set_datastore(

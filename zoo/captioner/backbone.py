@@ -49,11 +49,11 @@ from zoo.captioner.retrieval import CaptionRetrieval
 MODEL_KEYS = (
     "image_size", "patch_size", "hidden_dim", "num_heads", "intermediate_dim",
     "encoder_layers", "decoder_layers", "max_caption_length", "dropout",
-    "retrieval_neighbours", "fusion_layers",
+    "retrieval_neighbours", "fusion_layers", "copy_successors",
 )
 # Model keys that configs written before retrieval existed may lack, with the
 # value that builds the same network.
-MODEL_KEY_DEFAULTS = {"retrieval_neighbours": 0, "fusion_layers": 0}
+MODEL_KEY_DEFAULTS = {"retrieval_neighbours": 0, "fusion_layers": 0, "copy_successors": False}
 
 
 def check_model_config(image_size, patch_size, hidden_dim, num_heads, retrieval_neighbours=0,
@@ -108,7 +108,8 @@ def build_image_encoder(image_size, patch_size, hidden_dim, num_heads, intermedi
 def build_backbone(vocabulary_size, image_size=64, patch_size=8, hidden_dim=128,
                    num_heads=4, intermediate_dim=256, encoder_layers=2, decoder_layers=2,
                    max_caption_length=16, dropout=0.1, retrieval_neighbours=0,
-                   fusion_layers=0, datastore_size=0, augment_shift=0):
+                   fusion_layers=0, datastore_size=0, augment_shift=0,
+                   copy_successors=False):
     """The captioner network as a functional Keras model.
 
     Args:
@@ -131,6 +132,9 @@ def build_backbone(vocabulary_size, image_size=64, patch_size=8, hidden_dim=128,
             the image encoder's input while training (`RandomShift`); it has
             no weights and does nothing at inference. Retrieval sees the
             unshifted image.
+        copy_successors: the copy head favours the retrieved word that
+            follows the current input word in its caption (`CopyHead`'s
+            `caption_length`; used only with retrieval).
 
     Returns:
         A `keras.Model` named "captioner_backbone" taking `{"images": (B, S, S, 3)
@@ -180,7 +184,9 @@ def build_backbone(vocabulary_size, image_size=64, patch_size=8, hidden_dim=128,
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="decoder_norm")(x)
     logits = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")(x)
     if retrieval_neighbours:
-        logits = CopyHead(encoder.output_shape[1], name="copy_head")(
-            x, memory, memory_mask, ids, logits)  # normalised log-probabilities
+        logits = CopyHead(encoder.output_shape[1],
+                          max_caption_length if copy_successors else None,
+                          name="copy_head")(
+            x, memory, memory_mask, ids, logits, tokens)  # normalised log-probabilities
     return keras.Model(inputs, logits,
                        name="captioner_backbone")

@@ -73,13 +73,14 @@ class DecoderParts:
         x = self.token_embedding(tokens)  # (B, T, D)
         return x + self.position_embedding(x, start_index=start_index)
 
-    def _output(self, x, context):
-        """Final norm and head: `(B, T, D)` -> float32 `(B, T, V)` logits."""
+    def _output(self, x, context, tokens):
+        """Final norm and head: `(B, T, D)` states of input `tokens` `(B, T)`
+        -> float32 `(B, T, V)` logits."""
         x = self.norm(x)
         logits = self.head(x)
         if self.copy is not None:
             memory, mask, word_ids = context
-            logits = self.copy(x, memory, mask, word_ids, logits)
+            logits = self.copy(x, memory, mask, word_ids, logits, tokens)
         return ops.cast(logits, "float32")
 
     def decode_step(self, tokens, context, caches, index):
@@ -93,7 +94,7 @@ class DecoderParts:
             x, cache = block(x, memory, encoder_padding_mask=mask,
                              self_attention_cache=cache, self_attention_cache_index=index)
             new_caches.append(cache)
-        return self._output(x, context)[:, 0], new_caches
+        return self._output(x, context, tokens)[:, 0], new_caches
 
     def teacher_forced(self, tokens, context):
         """Logits `(B, T, V)` and per-block cross-attention `(B, N, T, M)` for `tokens`."""
@@ -104,7 +105,7 @@ class DecoderParts:
             x, _, scores = block(x, memory, encoder_padding_mask=mask,
                                  return_attention_scores=True)
             cross.append(scores)
-        return self._output(x, context), cross
+        return self._output(x, context, tokens), cross
 
     def init_caches(self, batch_size, max_length):
         return [block.init_cache(batch_size, max_length) for block in self.blocks]

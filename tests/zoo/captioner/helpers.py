@@ -60,11 +60,12 @@ WORDS = frozenset(
 
 def tiny_captioner(vocabulary_words=("red", "green", "blue", "cat", "apple", "pear"),
                    image_size=16, beam_width=3, seed=0, retrieval_neighbours=0,
-                   final_words=None, single_words=None):
+                   final_words=None, single_words=None, copy_successors=False):
     """A randomly initialised small captioner (float32).
 
     With `retrieval_neighbours`, its datastore holds 6 random images whose
-    captions are `DATASTORE_CAPTIONS`. `final_words` and `single_words` give
+    captions are `DATASTORE_CAPTIONS` (and `copy_successors` goes to the
+    backbone). `final_words` and `single_words` give
     the vocabulary its caption endings (see `Vocabulary`).
     """
     import keras
@@ -81,7 +82,8 @@ def tiny_captioner(vocabulary_words=("red", "green", "blue", "cat", "apple", "pe
                               encoder_layers=1, decoder_layers=2, max_caption_length=length,
                               dropout=0.0, retrieval_neighbours=retrieval_neighbours,
                               fusion_layers=1 if retrieval_neighbours else 0,
-                              datastore_size=len(DATASTORE_CAPTIONS))
+                              datastore_size=len(DATASTORE_CAPTIONS),
+                              copy_successors=copy_successors)
     if retrieval_neighbours:
         images = datastore_images(image_size)
         ids = np.stack([vocabulary.encode(c, length + 1)[1:] for c in DATASTORE_CAPTIONS])

@@ -19,11 +19,14 @@ from zoo.captioner.decoding import beam_search
 from zoo.captioner.vocabulary import Vocabulary
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["plain", "retrieval"])
+@pytest.fixture(scope="module", params=[(0, False), (2, False), (2, True)],
+                ids=["plain", "retrieval", "successors"])
 def captioner(request):
-    """A tiny captioner per kind (without retrieval, with 2 retrieved captions),
-    shared by the module so its decoding functions trace once."""
-    return tiny_captioner(retrieval_neighbours=request.param)
+    """A tiny captioner per kind (without retrieval, with 2 retrieved captions,
+    and with the copy head's successor feature), shared by the module so its
+    decoding functions trace once."""
+    neighbours, successors = request.param
+    return tiny_captioner(retrieval_neighbours=neighbours, copy_successors=successors)
 
 
 def _inputs(captioner, images, tokens):

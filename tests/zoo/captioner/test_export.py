@@ -15,9 +15,10 @@ from zoo.serving import run_saved_model
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     # With retrieval, as the shipped captioner: the datastore goes into the graph.
-    # With caption endings, so the rule runs inside the graph too.
+    # With caption endings, so the rule runs inside the graph too, and the copy
+    # head's successor feature, as the shipped captioner.
     captioner = tiny_captioner(retrieval_neighbours=2, final_words=("cat", "apple", "pear"),
-                               single_words=("cat",))
+                               single_words=("cat",), copy_successors=True)
     # Make [END] unlikely so that the random model writes words.
     bias = captioner.parts.head.bias
     bias.assign(bias.numpy() - 4.0 * (np.arange(bias.shape[0]) == 3))

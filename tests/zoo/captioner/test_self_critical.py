@@ -52,9 +52,9 @@ def test_cider_scorer_matches_cider_d_and_fixes_the_document_frequency():
         CiderD([])
 
 
-@pytest.mark.parametrize("retrieval", [0, 2])
-def test_constant_noise_sampling_is_greedy_decoding(retrieval):
-    captioner = tiny_captioner(retrieval_neighbours=retrieval)
+@pytest.mark.parametrize("retrieval, successors", [(0, False), (2, False), (2, True)])
+def test_constant_noise_sampling_is_greedy_decoding(retrieval, successors):
+    captioner = tiny_captioner(retrieval_neighbours=retrieval, copy_successors=successors)
     images = ops.convert_to_tensor(datastore_images()[:3].astype("float32") / 255.0)
     length, vocab = captioner.parts.max_length, captioner.parts.head.units
     noise = ops.full((length, 3, vocab), 0.5)
@@ -123,7 +123,7 @@ def _split(images, captions):
 
 
 def test_trainer_runs_keeps_the_best_epoch_and_resumes(tmp_path):
-    captioner = tiny_captioner(retrieval_neighbours=2)
+    captioner = tiny_captioner(retrieval_neighbours=2, copy_successors=True)
     images = datastore_images()
     train = _split(images, DATASTORE_CAPTIONS)
     valid = _split(images[:3], DATASTORE_CAPTIONS[:3])
