@@ -54,6 +54,10 @@ class CaptionerConfig(TrainConfig):
         min_word_count: training-caption count for a word to enter the vocabulary
             (1 by default: with retrieval the model can copy any word of a
             retrieved training caption, however rare).
+        min_end_share: a caption may end on a word only when at least this
+            share of the word's training uses end a caption (0: any word that
+            ends one; 0.02 rules out "a", which ends 3 of 645; see
+            `Vocabulary.build`).
         image_size ... copy_successors: the network, see `zoo.captioner.backbone`.
         beam_width, length_penalty: decoding of the evaluation and the checkpoint.
         scst_epochs: epochs of self-critical training on CIDEr-D after the
@@ -95,6 +99,7 @@ class CaptionerConfig(TrainConfig):
     install_data: bool = True
     augment: bool = True
     min_word_count: int = 1
+    min_end_share: float = 0.0
     image_size: int = 64
     patch_size: int = 8
     hidden_dim: int = 96
@@ -162,7 +167,8 @@ def prepare_data(config):
             raise ValueError(f"The {name} split is empty ({stats}); use more images or "
                              f"larger fractions. Received: --max_images={config.max_images}")
     vocabulary = Vocabulary.build(
-        [c for caps in splits["train"].captions for c in caps], config.min_word_count
+        [c for caps in splits["train"].captions for c in caps], config.min_word_count,
+        min_end_share=config.min_end_share,
     )
     stats["vocabulary_size"] = len(vocabulary)
     return splits, vocabulary, stats

@@ -21,10 +21,11 @@ class Vocabulary:
     maps ids back to words with the same table (`tf.gather` on a constant).
 
     `build` also records how the training captions end: the words that end
-    at least one caption (`final_words`) and the words that are a whole
-    caption on their own (`single_words`). Decoding uses them (`endings`) to
-    end a caption only where a training caption could end: never after "a"
-    or "the", and never with a lone word such as "a" that no training caption
+    captions (`final_words`; with `min_end_share`, only those that end at
+    least that share of their uses) and the words that are a whole caption
+    on their own (`single_words`). Decoding uses them (`endings`) to end a
+    caption only where a training caption could end: never after "the" or
+    "of", and never with a lone word such as "a" that no training caption
     consists of.
 
     Args:
@@ -69,16 +70,25 @@ class Vocabulary:
     pad_id, unk_id, start_id, end_id = 0, 1, 2, 3
 
     @classmethod
-    def build(cls, captions, min_count=2, max_size=None):
-        """A vocabulary of the words seen at least `min_count` times in `captions`."""
+    def build(cls, captions, min_count=2, max_size=None, min_end_share=0.0):
+        """A vocabulary of the words seen at least `min_count` times in `captions`.
+
+        A word is final when it ends at least one caption and at least
+        `min_end_share` of its uses (so with 0.02, "a", which ends 3 of its 645
+        uses in the training captions, is not)."""
+        if isinstance(min_end_share, bool) or not isinstance(min_end_share, (int, float)) \
+                or not 0.0 <= min_end_share <= 1.0:
+            raise ValueError("`min_end_share` must be a number in [0, 1]. "
+                             f"Received: min_end_share={min_end_share!r}")
         split = [caption_words(c) for c in captions]
         counts = collections.Counter(w for words in split for w in words)
+        ends = collections.Counter(w[-1] for w in split if w)
         ranked = sorted((w for w, n in counts.items() if n >= min_count),
                         key=lambda w: (-counts[w], w))
         if max_size is not None:
             ranked = ranked[: max(0, max_size - len(SPECIAL_TOKENS))]
         kept = set(ranked)
-        final = {w[-1] for w in split if w and w[-1] in kept}
+        final = {w for w, n in ends.items() if w in kept and n >= min_end_share * counts[w]}
         single = {w[0] for w in split if len(w) == 1 and w[0] in kept}
         return cls(ranked, final, single)
 

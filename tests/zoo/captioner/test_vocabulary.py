@@ -40,6 +40,26 @@ def test_build_records_how_captions_end():
                                             [True, False, False, True, False, True, False]])
 
 
+def test_min_end_share_keeps_words_that_rarely_end_a_caption_from_ending_one():
+    captions = ["a red a", "a cat", "a dog", "the letter a", "cat", "red"]
+    # "a": 5 uses, 2 end a caption (0.4); "red": 2 uses, 1 ends one (0.5);
+    # "cat" ends both of its uses, "dog" its one, "letter" none.
+    every = Vocabulary.build(captions, min_count=1)
+    assert every.final_words == ["a", "cat", "dog", "red"]
+    assert Vocabulary.build(captions, min_count=1, min_end_share=0.4).final_words == \
+        ["a", "cat", "dog", "red"]
+    strict = Vocabulary.build(captions, min_count=1, min_end_share=0.45)
+    assert strict.final_words == ["cat", "dog", "red"]
+    assert strict.single_words == every.single_words == ["cat", "red"]
+    assert Vocabulary.build(captions, min_count=1, min_end_share=0.6).final_words == \
+        ["cat", "dog"]
+    assert Vocabulary.build(captions, min_count=1, min_end_share=1).final_words == \
+        ["cat", "dog"]
+    for bad in (-0.1, 1.5, "0.1", True, None):
+        with pytest.raises(ValueError, match="min_end_share"):
+            Vocabulary.build(captions, min_end_share=bad)
+
+
 def test_errors():
     with pytest.raises(ValueError, match="special tokens"):
         Vocabulary(["a", "[END]"])
