@@ -56,8 +56,8 @@ class CaptionerConfig(TrainConfig):
             retrieved training caption, however rare).
         min_end_share: a caption may end on a word only when at least this
             share of the word's training uses end a caption (0: any word that
-            ends one; 0.02 rules out "a", which ends 3 of 645; see
-            `Vocabulary.build`).
+            ends one; the default 0.02 rules out "a", which ends 3 of its 645
+            uses; see `Vocabulary.build`).
         image_size ... copy_successors: the network, see `zoo.captioner.backbone`.
         beam_width, length_penalty: decoding of the evaluation and the checkpoint.
         scst_epochs: epochs of self-critical training on CIDEr-D after the
@@ -99,7 +99,7 @@ class CaptionerConfig(TrainConfig):
     install_data: bool = True
     augment: bool = True
     min_word_count: int = 1
-    min_end_share: float = 0.0
+    min_end_share: float = 0.02
     image_size: int = 64
     patch_size: int = 8
     hidden_dim: int = 96
