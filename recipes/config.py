@@ -12,6 +12,8 @@ are errors that name the key; nothing is silently ignored.
 """
 
 import dataclasses
+import inspect
+import re
 import typing
 
 
@@ -62,6 +64,42 @@ class TrainConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ZooRecipeConfig(TrainConfig):
+    """Fields of the recipes that write zoo checkpoints (see `TrainConfig`).
+
+    Attributes:
+        checkpoint_dir: folder that receives the checkpoint folder `<name>`; empty
+            for `<workdir>/checkpoints`. To retrain a shipped model in place, give
+            the zoo folder (`zoo/checkpoints`) with `--overwrite=true`.
+        overwrite: allow replacing an existing checkpoint in the zoo folder
+            (`zoo.checkpoint.zoo_roots`). A smoke run never writes there.
+    """
+
+    checkpoint_dir: str = ""
+    overwrite: bool = False
+
+
+def checkpoint_directory(config, name):
+    """Where a recipe writes checkpoint `name`, checked before any work is done.
+
+    It is `<checkpoint_dir>/<name>`, or `<workdir>/checkpoints/<name>` when
+    `checkpoint_dir` is empty.
+
+    Raises:
+        CheckpointError: the folder is in the zoo and the run is a smoke run, or it
+            holds a zoo checkpoint and `config.overwrite` is False.
+    """
+    import os
+
+    from zoo import checkpoint
+
+    root = config.checkpoint_dir or os.path.join(config.workdir, "checkpoints")
+    directory = os.path.join(root, name)
+    checkpoint.check_destination(directory, overwrite=config.overwrite, smoke=config.smoke)
+    return directory
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -160,11 +198,77 @@ def parse_args(argv, default, smoke=None):
     return apply_overrides(base, overrides)
 
 
+_ENTRY = re.compile(r"^([A-Za-z_][\w ,.]*?):\s+(.*)$")
+
+
+def _attribute_entries(cls):
+    """`(names, description)` of each entry of the `Attributes:` section of the
+    docstring of `cls` itself (not inherited)."""
+    doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    entries, inside = [], False
+    for line in doc.splitlines():
+        if not inside:
+            inside = line.strip() == "Attributes:"
+            continue
+        if line and not line.startswith(" "):
+            break  # the next section
+        if line.startswith("    ") and not line.startswith("     "):
+            entries.append(line.strip())
+        elif line.strip() and entries:
+            entries[-1] += " " + line.strip()
+    for entry in entries:
+        match = _ENTRY.match(entry)
+        if match:
+            yield match.group(1), match.group(2)
+
+
+def field_docs(config_cls):
+    """`{field: description}` from the `Attributes:` docstring sections of a config
+    class and its bases (a subclass's text wins). An entry may name several fields:
+    `a, b, c: ...`, or a run of consecutive fields `a ... c: ...`."""
+    order = [f.name for f in dataclasses.fields(config_cls)]
+    docs = {}
+    for cls in reversed(config_cls.__mro__):
+        for names, text in _attribute_entries(cls):
+            text = " ".join(text.split())
+            for part in names.split(","):
+                ends = [n.strip() for n in part.split("...")]
+                if len(ends) == 2 and set(ends) <= set(order):
+                    first, last = order.index(ends[0]), order.index(ends[1])
+                    covered = order[first:last + 1]
+                else:
+                    covered = [part.strip()]
+                for name in covered:
+                    docs[name] = text
+    return {name: docs[name] for name in order if name in docs}
+
+
 def describe(config):
-    """A help text listing every key with its type and default value."""
+    """A help text listing every key with its type, default value and description."""
     lines = [f"{type(config).__name__} keys (override with --key=value):"]
     types = _field_types(type(config))
+    docs = field_docs(type(config))
     for key, value in dataclasses.asdict(config).items():
-        lines.append(f"  --{key}={value}  ({types[key].__name__})")
+        lines.append(f"  --{key}={value}  ({types[key].__name__})  {docs.get(key, '')}".rstrip())
     lines.append("  --smoke  use the seconds-long smoke variant")
     return "\n".join(lines)
+
+
+def run_main(main, argv=None):
+    """Runs a recipe's `main(argv)` as a command and returns its exit code.
+
+    A mistake the user can fix (a bad `--key=value`, missing data, a refused
+    checkpoint folder) is printed as one line `error: ...` on stderr with exit code
+    2, not as a traceback. A `main` that returns an int gives that code, anything
+    else 0.
+    """
+    import sys
+
+    from zoo.checkpoint import CheckpointError
+
+    try:
+        result = main(argv)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0

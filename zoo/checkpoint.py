@@ -74,6 +74,60 @@ def checkpoints_root():
     return pathlib.Path(__file__).resolve().parent / "checkpoints"
 
 
+def zoo_roots():
+    """Returns the folders whose checkpoints are zoo models.
+
+    They are the `checkpoints` folder shipped next to this module and, when it is
+    set, `$KERAS_ATTENTION_ZOO_DIR`. `write_checkpoint` never replaces a checkpoint
+    in them unless told to, and never writes a smoke run's model into them.
+
+    Returns:
+        A list of resolved `pathlib.Path`s.
+    """
+    roots = [(pathlib.Path(__file__).resolve().parent / "checkpoints")]
+    value = os.environ.get(ENV_VAR, "")
+    if value:
+        roots.append(pathlib.Path(value).expanduser().resolve())
+    return roots
+
+
+def zoo_root_of(directory):
+    """The zoo folder (see `zoo_roots`) that holds `directory`, or None."""
+    path = pathlib.Path(directory).expanduser().resolve()
+    for root in zoo_roots():
+        if path == root or root in path.parents:
+            return root
+    return None
+
+
+def check_destination(directory, *, overwrite=False, smoke=False):
+    """Refuses a checkpoint destination that would damage a zoo model.
+
+    Args:
+        directory: the checkpoint folder about to be written.
+        overwrite: whether an existing zoo checkpoint may be replaced.
+        smoke: whether the checkpoint comes from a smoke run, whose model must
+            never land in the zoo.
+
+    Raises:
+        CheckpointError: `directory` lies in a zoo folder and the run is a smoke
+            run, or a checkpoint is already there and `overwrite` is False.
+    """
+    root = zoo_root_of(directory)
+    if root is None:
+        return
+    if smoke:
+        raise CheckpointError(
+            f"A smoke run never writes into the zoo folder {root}; give a --checkpoint_dir "
+            f"outside it. Received: checkpoint folder {directory}"
+        )
+    if os.path.lexists(directory) and not overwrite:
+        raise CheckpointError(
+            f"{directory} is a zoo checkpoint; pass --overwrite=true to replace it on "
+            "purpose, or give another --checkpoint_dir."
+        )
+
+
 def sha256_file(path, chunk_size=1 << 20):
     """Returns the hex sha256 digest of the file at `path`."""
     digest = hashlib.sha256()
@@ -179,7 +233,7 @@ def _write_one(target, source):
         )
 
 
-def write_checkpoint(directory, files, manifest):
+def write_checkpoint(directory, files, manifest, *, overwrite=False, smoke=False):
     """Writes a complete checkpoint directory atomically.
 
     Every file is first written into a temporary sibling of `directory`, its
@@ -196,9 +250,17 @@ def write_checkpoint(directory, files, manifest):
             the files in it) or `bytes`.
         manifest: the manifest fields (see the module docstring), JSON
             serializable. Its `files` entry is overwritten.
+        overwrite: allow replacing an existing checkpoint in a zoo folder
+            (`zoo_roots`). Outside those folders an existing checkpoint is
+            always replaced.
+        smoke: the model comes from a smoke run; it is refused in a zoo folder.
 
     Returns:
         `directory` as a `pathlib.Path`.
+
+    Raises:
+        CheckpointError: from `check_destination`: the destination is in a zoo
+            folder and holds a checkpoint (without `overwrite`), or `smoke` is set.
     """
     directory = pathlib.Path(directory)
     if not isinstance(files, dict):
@@ -209,6 +271,7 @@ def write_checkpoint(directory, files, manifest):
         )
     for relname in files:
         _check_relative_name(relname)
+    check_destination(directory, overwrite=overwrite, smoke=smoke)
 
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 import dataclasses
+import importlib
 
 import pytest
 
-from recipes.config import TrainConfig, apply_overrides, describe, parse_args
+from recipes.config import TrainConfig, apply_overrides, describe, field_docs, parse_args
 
 
 @dataclasses.dataclass
@@ -60,3 +61,47 @@ def test_help_lists_every_key(capsys):
     for field in dataclasses.fields(_Config):
         assert f"--{field.name}=" in text
     assert describe(DEFAULT).startswith("_Config keys")
+
+
+@dataclasses.dataclass
+class _Documented(TrainConfig):
+    """A config whose fields are documented the ways recipes document them.
+
+    Attributes:
+        alpha, beta: two fields with
+            one text over two lines.
+        first ... third: a run of fields.
+        last: the last one.
+
+    Raises:
+        nothing: this section is not read.
+    """
+
+    alpha: int = 1
+    beta: int = 2
+    first: int = 3
+    second: int = 4
+    third: int = 5
+    last: int = 6
+
+
+def test_field_docs_read_the_attribute_sections():
+    docs = field_docs(_Documented)
+    assert docs["alpha"] == docs["beta"] == "two fields with one text over two lines."
+    assert docs["first"] == docs["second"] == docs["third"] == "a run of fields."
+    assert docs["last"] == "the last one."
+    assert docs["epochs"].startswith("number of passes")  # from TrainConfig
+    assert "nothing" not in docs
+    assert "--second=4  (int)  a run of fields." in describe(_Documented())
+
+
+@pytest.mark.parametrize("module_name", ["quickstart", "train_translator",
+                                         "train_distilled_translator", "train_recommender",
+                                         "train_forecaster", "train_captioner"])
+def test_every_recipe_key_has_a_description(module_name, capsys):
+    module = importlib.import_module(f"recipes.{module_name}")
+    docs = field_docs(type(module.DEFAULT))
+    assert [f.name for f in dataclasses.fields(module.DEFAULT) if not docs.get(f.name)] == []
+    module.main(["--help"])
+    for line in capsys.readouterr().out.splitlines()[1:-1]:
+        assert len(line.split("  ")) >= 4, line  # key, type and description

@@ -23,7 +23,7 @@ def test_smoke_run_writes_evaluation_and_loadable_checkpoint(tmp_path):
     assert stored["metrics"]["cider_d"] == payload["metrics"]["cider_d"]
     assert stored["data"]["train_images"] > 0 and stored["data"]["test_images"] > 0
 
-    directory = workdir / "checkpoint"
+    directory = workdir / "checkpoints" / "captioner_tuxpaint_openclipart"
     manifest = checkpoint.verify_checkpoint(directory, train_captioner.RECIPE)
     assert manifest["recipe"] == (f"python -m recipes.train_captioner --smoke "
                                   f"--workdir={workdir} --cache_dir={tmp_path / 'cache'}")
@@ -44,7 +44,8 @@ def test_smoke_run_writes_evaluation_and_loadable_checkpoint(tmp_path):
     weights = (directory / "model.weights.h5").read_bytes()
     again = train_captioner.main(["--smoke", f"--workdir={tmp_path / 'eval'}",
                                   f"--cache_dir={tmp_path / 'cache'}",
-                                  f"--checkpoint_dir={directory}", "--evaluate_only=true"])
+                                  f"--checkpoint_dir={directory.parent}",
+                                  "--evaluate_only=true"])
     assert again["rows"] == payload["rows"]
     rewritten = checkpoint.verify_checkpoint(directory, train_captioner.RECIPE)
     assert (directory / "model.weights.h5").read_bytes() == weights

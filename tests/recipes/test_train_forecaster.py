@@ -39,7 +39,7 @@ def test_smoke_run_evaluates_model_and_baselines(custom_run):
 
 def test_smoke_checkpoint_manifest_and_load(custom_run):
     root, argv, _ = custom_run
-    directory = root / "work" / "checkpoint"
+    directory = root / "work" / "checkpoints" / "forecaster_custom"
     manifest = checkpoint.verify_checkpoint(directory, "cmd")
     assert manifest["name"] == "forecaster_custom" and manifest["task"] == "forecast"
     assert manifest["recipe"] == " ".join(["python -m recipes.train_forecaster", *argv])

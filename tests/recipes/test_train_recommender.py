@@ -111,6 +111,5 @@ def test_resolve_names_and_folders():
     config, name = train_recommender.resolve(train_recommender.DEFAULT)
     assert name == "recommender_ml100k_sasrec"
     assert config.workdir == "runs/recommender_ml100k_sasrec"
-    assert config.checkpoint_dir == ""  # zoo.checkpoints_root()
     smoke, name = train_recommender.resolve(train_recommender.SMOKE)
-    assert smoke.checkpoint_dir == "runs/recommender_ml100k_sasrec_smoke/checkpoints"
+    assert smoke.workdir == "runs/recommender_ml100k_sasrec_smoke"

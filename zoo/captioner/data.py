@@ -90,13 +90,17 @@ def install_packages(packages):
     raise RuntimeError(f"`{command}` failed ({tail}). Run it as root, then try again.")
 
 
-def ensure_data(sources, install=True):
+def ensure_data(sources, install=False):
     """Makes sure the Debian packages of `sources` (and the word list) are there.
 
     Args:
         sources: names from `SOURCES`.
-        install: run apt-get for what is missing; with False a missing package
-            is an error that gives the install command.
+        install: run apt-get (as root) for what is missing. With False (the
+            default) nothing is installed: a missing package is an error that
+            gives the command to run.
+
+    Raises:
+        FileNotFoundError: a package is missing and `install` is False.
     """
     roots = {"tuxpaint": TUXPAINT_ROOT, "openclipart": OPENCLIPART_ROOT}
     missing = [PACKAGES[s] for s in sources if not os.path.isdir(roots[s])]
@@ -106,7 +110,8 @@ def ensure_data(sources, install=True):
         return
     if not install:
         raise FileNotFoundError(
-            f"Caption data is not installed; install it with: {install_command(missing)}"
+            f"Caption data is not installed; install it (as root) with: "
+            f"{install_command(missing)} (or let the recipe do it: --install_data=true)"
         )
     install_packages(missing)
 

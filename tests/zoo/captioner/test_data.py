@@ -121,11 +121,33 @@ def test_read_records_bad_sources():
         data.read_records(())
 
 
-def test_ensure_data_without_install(monkeypatch, tmp_path):
+def test_ensure_data_installs_nothing_by_default(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "TUXPAINT_ROOT", str(tmp_path / "missing"))
-    with pytest.raises(FileNotFoundError, match="apt-get install -y --no-install-recommends "
-                                                "tuxpaint-stamps-default"):
-        data.ensure_data(("tuxpaint",), install=False)
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"ran {args}")
+
+    monkeypatch.setattr(data.subprocess, "run", no_subprocess)
+    for call in (lambda: data.ensure_data(("tuxpaint",)),
+                 lambda: data.ensure_data(("tuxpaint",), install=False)):
+        with pytest.raises(FileNotFoundError, match="apt-get install -y --no-install-recommends "
+                                                    "tuxpaint-stamps-default"):
+            call()
+
+
+def test_captioner_recipe_stops_with_the_command(monkeypatch, tmp_path, capsys):
+    from recipes import config as config_lib
+    from recipes import train_captioner
+
+    assert train_captioner.DEFAULT.install_data is False
+    monkeypatch.setattr(data, "TUXPAINT_ROOT", str(tmp_path / "missing"))
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: pytest.fail("installed"))
+    code = config_lib.run_main(train_captioner.main, ["--smoke", f"--workdir={tmp_path}"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: Caption data is not installed; install it (as root) with: apt-get install -y "
+        "--no-install-recommends tuxpaint-stamps-default (or let the recipe do it: "
+        "--install_data=true)\n")
 
 
 # -------------------------------------------------------------- cap and split

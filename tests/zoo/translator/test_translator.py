@@ -104,11 +104,16 @@ def test_shipped_checkpoint_reproduces_manifest_bleu(translator):
 def test_smoke_recipe_trains_both_models_and_writes_checkpoints(tmp_path):
     from recipes import train_translator
 
+    names = ("translator_en_es", "translator_en_es_bahdanau")
+    shipped = {name: (zoo.checkpoints_root() / name / "manifest.json").read_bytes()
+               for name in names}
     # XLA is on in the recipe by default; the smoke test skips its compile time.
+    # No --checkpoint_dir: the checkpoints go under the workdir, never into the zoo.
     assert train_translator.main(["--smoke", "--jit_compile=false",
-                                  f"--workdir={tmp_path / 'run'}",
-                                  f"--checkpoint_dir={tmp_path / 'ckpt'}"]) == 0
-    for name in ("translator_en_es", "translator_en_es_bahdanau"):
-        manifest = zoo.checkpoint.verify_checkpoint(tmp_path / "ckpt" / name, "recipe")
+                                  f"--workdir={tmp_path / 'run'}"]) == 0
+    for name in names:
+        assert (zoo.checkpoints_root() / name / "manifest.json").read_bytes() == shipped[name]
+        manifest = zoo.checkpoint.verify_checkpoint(tmp_path / "run" / "checkpoints" / name,
+                                                    "recipe")
         assert manifest["metrics"]["test_sentences"] == 16
         assert "copy source (baseline)" in manifest["baselines"]
