@@ -79,6 +79,11 @@ class ForecasterConfig(ZooRecipeConfig):
         valid_stride: steps between validation windows.
         max_rows: keep only the last `max_rows` rows (0: all).
         write_checkpoints: write checkpoints at all.
+        update_familiarity: train nothing: compute the familiarity profile
+            (`zoo.forecaster.familiarity`) of each existing checkpoint
+            (`<checkpoint_dir>/forecaster_<dataset>`, or the zoo's when
+            `checkpoint_dir` is empty) from its own data and config, and rewrite
+            its manifest (a zoo checkpoint's only with `--overwrite=true`).
     """
 
     workdir: str = "runs/forecaster"
@@ -115,6 +120,7 @@ class ForecasterConfig(ZooRecipeConfig):
     valid_stride: int = 6
     max_rows: int = 0
     write_checkpoints: bool = True
+    update_familiarity: bool = False
 
 
 DEFAULT = ForecasterConfig()
@@ -386,6 +392,42 @@ def _rows_for(dataset, horizon, results):
     return rows
 
 
+def familiarity(prepared, lookback):
+    """The familiarity profile of the training part of a prepared series."""
+    from zoo.forecaster.familiarity import familiarity_profile
+
+    series = prepared.series
+    return familiarity_profile(prepared.values[:, series.target_index], lookback,
+                               series.step_seconds, prepared.train_end, prepared.valid_end)
+
+
+def update_familiarity(config, datasets, command):
+    """`--update_familiarity`: adds the familiarity profile to existing checkpoints."""
+    from zoo import checkpoint
+    from zoo.forecaster import data
+
+    root = config.checkpoint_dir or checkpoint.checkpoints_root()
+    for dataset in datasets:
+        directory = os.path.join(root, checkpoint_name(dataset))
+        manifest = checkpoint.verify_checkpoint(directory, RECIPE)
+        checkpoint.check_destination(directory, overwrite=config.overwrite)
+        trained = dataclasses.replace(config, max_rows=manifest["config"].get("max_rows", 0),
+                                      lookback=manifest["forecaster"]["lookback"])
+        prepared = data.prepare(load_series(trained, dataset))
+        meta = manifest["forecaster"]
+        if [float(v) for v in np.ravel(prepared.mean)] != meta["mean"]:
+            raise ValueError(f"The data of {dataset} differ from those {directory} was "
+                             "trained on (other normalisation statistics). Nothing was written.")
+        updated = {k: v for k, v in manifest.items() if k != "files"}
+        profile = {**familiarity(prepared, trained.lookback), "command": command}
+        updated["forecaster"] = {**meta, "familiarity": profile}
+        checkpoint.write_checkpoint(
+            directory, {name: os.path.join(directory, name) for name in manifest["files"]},
+            updated, overwrite=config.overwrite)
+        print(f"Familiarity profile written to {directory}: "
+              f"{updated['forecaster']['familiarity']}")
+
+
 def checkpoint_name(dataset):
     """The zoo name of the checkpoint trained on `dataset` ("custom": a user CSV)."""
     return f"forecaster_{dataset}"
@@ -476,6 +518,7 @@ def run_dataset(config, dataset, horizons, command, directory=None):
                     series.channels, series.target, prepared.mean, prepared.std,
                     series.step_seconds, config.lookback, weights,
                     units=spec.units if spec else "",
+                    familiarity=familiarity(prepared, config.lookback),
                 ),
             }
             files = {weights[h]: os.path.join(staging, weights[h]) for h in horizons}
@@ -501,6 +544,8 @@ def main(argv=None):
         datasets = list(BUILTIN)
     else:
         datasets = [config.dataset]
+    if config.update_familiarity:
+        return update_familiarity(config, datasets, command)
     directories = {
         dataset: checkpoint_directory(config, checkpoint_name(dataset))
         if config.write_checkpoints else None

@@ -329,9 +329,11 @@ class Forecaster:
         return export_saved_model(self, path)
 
 
-def forecaster_metadata(channels, target, mean, std, step_seconds, lookback, weights, units=""):
-    """The `forecaster` block of a checkpoint manifest."""
-    return {
+def forecaster_metadata(channels, target, mean, std, step_seconds, lookback, weights, units="",
+                        familiarity=None):
+    """The `forecaster` block of a checkpoint manifest (`familiarity`: the profile of
+    `zoo.forecaster.familiarity.familiarity_profile`, when known)."""
+    meta = {
         "channels": list(channels),
         "target": target,
         "mean": [float(v) for v in np.ravel(mean)],
@@ -341,6 +343,9 @@ def forecaster_metadata(channels, target, mean, std, step_seconds, lookback, wei
         "weights": {str(h): name for h, name in sorted(weights.items())},
         "units": units,
     }
+    if familiarity is not None:
+        meta["familiarity"] = familiarity
+    return meta
 
 
 def load_forecaster(directory, manifest=None):
