@@ -50,9 +50,31 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    verbs = {}  # the top-level parser's subcommand parsers, by name (set by build_parser)
+
     # argparse prints the usage and exits on bad arguments; report one line instead.
     def error(self, message):
         raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+    def parse_args(self, args=None, namespace=None):
+        # Unknown arguments after a subcommand are reported by the subcommand's own
+        # parser, so that the message points to its --help.
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self.verbs.get(getattr(namespace, "command", None), self)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+
+def positive_int(text):
+    """argparse type of options such as --beam_size: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text!r}")
+    return value
 
 
 def _one_line(text):
@@ -91,13 +113,19 @@ def _list_rows():
     return root, rows
 
 
-def _run_list(args):
-    root, rows = _list_rows()
-    header = ("NAME", "TASK", "PRESENT", "METRIC", "RECIPE")
+def print_table(header, rows, right=()):
+    """Prints `header` and `rows` (sequences of str) as aligned columns; the
+    columns whose index is in `right` are right-aligned (numbers)."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        cells = [cell.rjust(width) if i in right else cell.ljust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths))]
         print("  ".join(cells).rstrip())
+
+
+def _run_list(args):
+    root, rows = _list_rows()
+    print_table(("NAME", "TASK", "PRESENT", "METRIC", "RECIPE"), rows)
     print(f"checkpoints folder: {root}")
     return 0
 
@@ -109,7 +137,9 @@ def build_parser():
         description="Models of the keras-attention zoo.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                       parser_class=_Parser)
+    parser.verbs = subparsers.choices
     list_parser = subparsers.add_parser(
         "list", help="list the zoo models and whether their checkpoints are present"
     )

@@ -26,9 +26,14 @@ What INPUT is and what is drawn depends on the model's task:
   blocks (`AttentionMaps.importance`).
 """
 
+import argparse
 import os
 
+from zoo import inputs
+from zoo.forecaster.cli import add_column_arguments
+
 _TASKS = ("translate", "caption", "recommend", "forecast")
+_FILE_INPUTS = {"caption": "image file", "forecast": "CSV file"}  # task: what INPUT names
 
 
 def add_parser(subparsers):
@@ -47,27 +52,16 @@ def add_parser(subparsers):
                         help="checkpoint folder (default: the zoo's folder of MODEL)")
     parser.add_argument("--heads", action="store_true",
                         help="translate: one panel per head of the last decoder layer")
-    parser.add_argument("--user_feature", action="append", default=[], metavar="FIELD=VALUE",
-                        help="recommend: a user feature for models that take them "
-                        "(repeatable)")
-    parser.add_argument("--time_column", default=None,
-                        help="forecast: time column(s) of the CSV (default: the first column)")
-    parser.add_argument("--target", default=None,
-                        help="forecast: column of the model's target channel")
-    parser.add_argument("--channels", default=None,
-                        help="forecast: comma-separated columns of the other channels")
+    parser.add_argument("--user_features", action="append", default=[],
+                        metavar="FIELD=VALUE[,FIELD=VALUE...]",
+                        help="recommend: user features, for models that take them")
+    parser.add_argument("--user_feature", action="append", dest="user_features",
+                        help=argparse.SUPPRESS)  # the old spelling
+    add_column_arguments(parser, prefix="forecast: ")
     parser.add_argument("--horizon", type=int, default=None,
                         help="forecast: which horizon's model (default: the longest)")
     parser.set_defaults(func=run)
     return parser
-
-
-def _check_out(path):
-    if not str(path).lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png file. Received: --out={path}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"The folder of --out does not exist: {parent}")
 
 
 def run(args):
@@ -77,13 +71,10 @@ def run(args):
     entry = registry.get_entry(args.model)  # ValueError naming the available models
     if entry.task not in _TASKS:
         raise ValueError(f"explain does not support the task {entry.task!r} of {args.model}.")
-    _check_out(args.out)
-    if not args.input.strip():
-        raise ValueError(f"INPUT must not be empty. Received: INPUT={args.input!r}")
-    if entry.task == "caption" and not os.path.isfile(args.input):
-        raise FileNotFoundError(f"Image file not found: {args.input}")
-    if entry.task == "forecast" and not os.path.isfile(args.input):
-        raise FileNotFoundError(f"CSV file not found: {args.input}")
+    inputs.check_output_path(args.out, "--out", suffix=".png")
+    inputs.check_text(args.input, "INPUT")
+    if entry.task in _FILE_INPUTS:
+        inputs.check_file(args.input, "INPUT", _FILE_INPUTS[entry.task])
 
     import zoo
 
@@ -99,8 +90,6 @@ def _translate(translator, args):
     from keras_attention.analysis import plot_attention
 
     maps = translator.attention_maps(args.input)
-    if not maps["source_tokens"]:
-        raise ValueError(f"INPUT has no known tokens. Received: INPUT={args.input!r}")
     translation = translator.translate([args.input], beam_size=1)[0]
     weights = maps["weights"]
     if args.heads:
@@ -123,34 +112,23 @@ def _caption(captioner, args):
            f"({result['caption']!r})"
 
 
-def _user_features(pairs):
-    if not pairs:
-        return None
-    features = {}
-    for pair in pairs:
-        field, sep, value = pair.partition("=")
-        if not sep or not field.strip():
-            raise ValueError(f"--user_feature must be FIELD=VALUE. Received: --user_feature={pair}")
-        features[field.strip()] = value.strip()
-    return features
-
-
 def _recommend(recommender, args):
     import numpy as np
 
     from keras_attention.analysis import plot_attention
+    from zoo.recommender.cli import item_titles, parse_user_features, split_ids
 
-    history = [item.strip() for item in args.input.split(",") if item.strip()]
-    if not history:
-        raise ValueError(f"INPUT must be comma-separated item ids. Received: INPUT={args.input!r}")
-    result = recommender.explain(history, user_features=_user_features(args.user_feature))
+    result = recommender.explain(split_ids(args.input, "INPUT"),
+                                 user_features=parse_user_features(args.user_features))
     per_block = np.asarray(result["attention_per_block"])  # (L, N, n)
     num_heads = per_block.shape[1]
     panels = [np.concatenate([block, block.mean(axis=0, keepdims=True)]) for block in per_block]
-    plot_attention(panels, x_labels=result["item_ids"],
+    titles = item_titles(recommender)
+    plot_attention(panels, x_labels=[titles.get(i, i) for i in result["item_ids"]],
                    y_labels=[f"head {h}" for h in range(num_heads)] + ["mean"],
                    path=args.out, title=f"{args.model}: attention of the next-item prediction")
     top = result["item_ids"][int(np.argmax(result["attention"]))]
+    top = f"{top}, {titles[top]}" if top in titles else top
     return f"{args.model}: attention over {len(result['item_ids'])} history item(s) " \
            f"in {len(per_block)} block(s) (most attended: {top})"
 
@@ -162,17 +140,8 @@ def _forecast(forecaster, args):
     from zoo.forecaster import data
     from zoo.forecaster.cli import read_history
 
-    time_column = args.time_column
-    if time_column is None:
-        import csv
-
-        with open(args.input, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), None)
-        if not header:
-            raise ValueError(f"{args.input}: the CSV file has no header row.")
-        time_column = header[0]
-    series, history = read_history(forecaster, args.input, time_column, args.target,
-                                   args.channels)
+    series, history, _ = read_history(forecaster, args.input, args.time_column, args.target,
+                                      args.channels, name="INPUT")
     end_time = int(series.timestamps[-1])
     maps = forecaster.attention_maps(history, end_time=end_time, horizon=args.horizon)
     weights = np.asarray(maps.weights)  # (C, layers, heads, N, N)

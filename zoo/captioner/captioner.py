@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo import inputs
 from zoo.captioner import data as data_lib
 from zoo.captioner.backbone import MODEL_KEY_DEFAULTS, MODEL_KEYS, build_backbone
 from zoo.captioner.decoding import DecoderParts, beam_search
@@ -92,29 +93,28 @@ class Captioner:
         return beam_width
 
     # ------------------------------------------------------------- images
-    def _one_image(self, item, index):
+    def _one_image(self, item, name):
         if isinstance(item, (str, os.PathLike)):
-            path = pathlib.Path(item)
-            if not path.is_file():
-                raise FileNotFoundError(f"Image file not found: {path} (image {index})")
-            if path.suffix.lower() == ".svg":
+            if str(item).lower().endswith(".svg"):
+                path = inputs.check_file(item, name, "image file")
                 item = data_lib.render_svg(path, data_lib.cache_dir())
                 if item is None:
-                    raise ValueError(f"Could not render the SVG image {path} (image {index})")
+                    raise ValueError(f"`{name}` is an SVG file that cannot be rendered. "
+                                     f"Received: {name}={path!r}")
             else:
-                item = path.read_bytes()
+                item = inputs.check_image(item, name)
         if isinstance(item, (bytes, bytearray)):
-            return data_lib.decode_image(bytes(item), self.image_size)
+            return data_lib.decode_image(inputs.check_image_bytes(item, name), self.image_size)
         array = np.asarray(item)
         if array.ndim != 3 or array.shape[-1] not in (3, 4) or array.size == 0:
             raise ValueError(
-                "An image array must have shape (height, width, 3 or 4). "
-                f"Received: image {index} with shape={array.shape}"
+                f"`{name}` must be an image file, encoded bytes or an array of shape "
+                f"(height, width, 3 or 4). Received: {name} with shape={array.shape}"
             )
         if array.dtype != np.uint8:
             if not np.issubdtype(array.dtype, np.floating):
-                raise ValueError(f"An image array must be uint8 or float in [0, 1]. "
-                                 f"Received: image {index} with dtype={array.dtype}")
+                raise ValueError(f"`{name}` must be a uint8 array or float in [0, 1]. "
+                                 f"Received: {name} with dtype={array.dtype}")
             if array.shape[:2] == (self.image_size, self.image_size) and array.shape[-1] == 3:
                 return np.clip(array, 0.0, 1.0).astype("float32")
             array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype("uint8")
@@ -122,17 +122,19 @@ class Captioner:
 
         return data_lib.decode_image(tf.io.encode_png(array).numpy(), self.image_size)
 
-    def preprocess(self, images):
-        """The model input `(B, S, S, 3)` float32 in [0, 1] for `images` (see class doc)."""
+    def preprocess(self, images, name="images"):
+        """The model input `(B, S, S, 3)` float32 in [0, 1] for `images` (see class doc).
+
+        `name` is how errors call the argument (an item of a batch is `name[i]`).
+        """
         batch = isinstance(images, (list, tuple)) or (
             isinstance(images, np.ndarray) and images.ndim == 4)
-        if batch:
-            items = list(images)
-        else:
-            items = [images]
-        if not items:
-            raise ValueError("`images` must not be empty. Received: images=[]")
-        return np.stack([self._one_image(item, i) for i, item in enumerate(items)])
+        if not batch:
+            return self._one_image(images, name)[None]
+        if len(images) == 0:
+            raise ValueError(f"`{name}` must not be empty. Received: {name}={images!r}")
+        return np.stack([self._one_image(item, f"{name}[{i}]")
+                         for i, item in enumerate(images)])
 
     # ------------------------------------------------------------- captions
     def _generator(self, beam_width):
@@ -221,9 +223,9 @@ class Captioner:
                                 or not -num_blocks <= layer < num_blocks):
             raise ValueError(f"`layer` must be 'mean' or a block index in [-{num_blocks}, "
                              f"{num_blocks}). Received: layer={layer!r}")
-        pixels = self.preprocess(image)
+        pixels = self.preprocess(image, name="image")
         if len(pixels) != 1:
-            raise ValueError(f"`attention_maps` takes one image. Received: {len(pixels)} images")
+            raise ValueError(f"`image` must be one image. Received: {len(pixels)} images")
         ids = self.generate_ids(pixels, beam_width)[0]
         words = []
         for i in ids.tolist():

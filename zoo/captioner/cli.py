@@ -7,6 +7,11 @@ keras-attention caption cat.png --export /tmp/captioner_savedmodel
 ```
 """
 
+import argparse
+
+from zoo import inputs
+from zoo.cli import positive_int
+
 DEFAULT_MODEL = "captioner_tuxpaint_openclipart"
 
 
@@ -22,8 +27,10 @@ def add_parser(subparsers):
     parser.add_argument("--model", default=DEFAULT_MODEL, help="zoo model name")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint folder (default: the zoo's)")
-    parser.add_argument("--beam-width", type=int, default=None,
-                        help="beam width (default: the model's; 1 is greedy)")
+    parser.add_argument("--beam_size", type=positive_int, default=None,
+                        help="beam size (default: the model's; 1 is greedy)")
+    parser.add_argument("--beam-width", type=positive_int, dest="beam_size",
+                        help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--explain", metavar="OUT_PNG", default=None,
                         help="write the per-word attention overlay of the first image")
     parser.add_argument("--export", metavar="DIR", default=None,
@@ -34,25 +41,29 @@ def add_parser(subparsers):
 
 
 def run(args):
-    if not args.images and not args.export:
+    if not args.images and args.export is None:
         raise ValueError("Give at least one IMAGE (or --export DIR). Received: no images")
+    if args.explain is not None:
+        if not args.images:
+            raise ValueError("--explain needs an IMAGE. Received: no images")
+        inputs.check_output_path(args.explain, "--explain")
+    if args.export is not None:
+        inputs.check_output_path(args.export, "--export")
     import zoo
     from zoo.captioner.overlay import draw_attention_overlay
 
     captioner = zoo.load(args.model, directory=args.checkpoint)
     if args.images:
-        captions = captioner.caption(args.images, beam_width=args.beam_width)
+        captions = captioner.caption(args.images, beam_width=args.beam_size)
         for image, caption in zip(args.images, captions):
             print(f"{image}\t{caption}")
-    if args.explain:
-        if not args.images:
-            raise ValueError("--explain needs an IMAGE. Received: no images")
-        result = captioner.attention_maps(args.images[0], beam_width=args.beam_width)
+    if args.explain is not None:
+        result = captioner.attention_maps(args.images[0], beam_width=args.beam_size)
         draw_attention_overlay(result, args.explain)
         for caption, similarity in result.get("neighbours", []):
             print(f"retrieved\t{similarity:.3f}\t{caption}")
         print(f"attention overlay written to {args.explain}")
-    if args.export:
-        captioner.export(args.export, beam_width=args.beam_width)
+    if args.export is not None:
+        captioner.export(args.export, beam_width=args.beam_size)
         print(f"SavedModel written to {args.export}")
     return 0

@@ -1,24 +1,29 @@
 """`keras-attention forecast`: CSV history in, forecast CSV and plot out.
 
     keras-attention forecast --model=forecaster_electricity \\
-        --input=history.csv --time_column=ts --target=y \\
+        --input=history.csv --time_column=ts --target=demand \\
         --output=forecast.csv --plot=forecast.png [--horizon=24]
+    keras-attention forecast --model=forecaster_electricity --export=/tmp/forecaster
 
-The input CSV needs a time column (or comma-separated year,month,day,hour
-columns) and one column per channel of the model: `--target` names the column
-of the model's target channel (default: the channel's own name), `--channels`
-the columns of its other channels in order (default: their own names). The
-forecast starts after the last row; the last `lookback` rows are used, and
-missing values in them are interpolated.
+The input CSV needs a time column (`--time_column`, default: the first column;
+or comma-separated year,month,day,hour columns) and one column per channel of
+the model: `--target` names the column of the model's target channel (default:
+the channel's own name), `--channels` the columns of its other channels in
+order (default: their own names). The forecast starts after the last row; the
+last `lookback` rows are used, and missing values in them are interpolated.
 
 The output CSV has a `time` column (ISO, UTC) and, for every channel, the
-point forecast and the P10, P50 and P90 columns (`<channel>`,
-`<channel>_p10`, ...). The PNG shows the target's history, the forecast and
-the P10-P90 band (matplotlib is needed for `--plot`).
+point forecast and the P10, P50 and P90 columns, named after the input's
+columns (`<column>`, `<column>_p10`, ...). The PNG shows the target's history,
+the forecast and the P10-P90 band (matplotlib is needed for `--plot`).
+`--export DIR` writes the forecaster's SavedModel (see
+`zoo.forecaster.export`) instead of forecasting.
 """
 
 import csv
 import os
+
+from zoo import inputs
 
 
 def add_parser(subparsers):
@@ -33,23 +38,40 @@ def add_parser(subparsers):
                         help="zoo model name (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint folder (default: the zoo's folder of --model)")
-    parser.add_argument("--input", required=True, help="CSV file with the history")
-    parser.add_argument("--time_column", required=True,
-                        help="time column, or comma-separated year,month,day,hour columns")
-    parser.add_argument("--target", default=None,
-                        help="column of the model's target channel (default: its name)")
-    parser.add_argument("--channels", default=None,
-                        help="comma-separated columns of the model's other channels")
+    parser.add_argument("--input", default=None,
+                        help="CSV file with the history (needed unless --export)")
+    add_column_arguments(parser)
     parser.add_argument("--horizon", type=int, default=None,
                         help="forecast length, one the model has (default: the longest)")
-    parser.add_argument("--output", required=True, help="forecast CSV to write")
+    parser.add_argument("--output", default=None,
+                        help="forecast CSV to write (needed unless --export)")
     parser.add_argument("--plot", default=None, help="PNG plot to write")
+    parser.add_argument("--export", metavar="DIR", default=None,
+                        help="write the forecaster's TensorFlow SavedModel (history and "
+                             "end time in, forecasts out) to DIR instead")
     parser.set_defaults(func=run)
     return parser
 
 
+def add_column_arguments(parser, prefix=""):
+    """The options that name the CSV columns (`forecast` and `explain`);
+    `prefix` starts their help."""
+    parser.add_argument("--time_column", default=None,
+                        help=f"{prefix}time column, or comma-separated year,month,day,hour "
+                             "columns (default: the first column)")
+    parser.add_argument("--target", default=None,
+                        help=f"{prefix}column of the model's target channel "
+                             "(default: its name)")
+    parser.add_argument("--channels", default=None,
+                        help=f"{prefix}comma-separated columns of the model's other channels "
+                             "(default: their names)")
+
+
 def channel_columns(forecaster, target, channels):
     """CSV column of each model channel, in model order."""
+    for name, value in (("--target", target), ("--channels", channels)):
+        if value is not None:
+            inputs.check_text(value, name)
     names = list(forecaster.channels)
     index = names.index(forecaster.target)
     others = [c for c in names if c != forecaster.target]
@@ -69,6 +91,17 @@ def channel_columns(forecaster, target, channels):
 
 
 def run(args):
+    if args.export is not None:
+        inputs.check_output_path(args.export, "--export")
+    else:
+        if args.input is None or args.output is None:
+            raise ValueError("--input and --output are required to forecast (or --export DIR "
+                             f"to export). Received: --input={args.input}, --output={args.output}")
+        inputs.check_file(args.input, "--input", "CSV file")
+        inputs.check_output_path(args.output, "--output")
+        if args.plot is not None:
+            inputs.check_output_path(args.plot, "--plot")
+
     import numpy as np
 
     import zoo
@@ -79,17 +112,20 @@ def run(args):
         forecaster = load_forecaster(args.checkpoint)
     else:
         forecaster = zoo.load(args.model)
+    if args.export is not None:
+        print(f"SavedModel written to {forecaster.export(args.export)}")
+        return 0
     if args.horizon is not None and args.horizon not in forecaster.horizons:
         raise ValueError(
             f"{forecaster.name} forecasts the horizons {list(forecaster.horizons)}. "
             f"Received: --horizon={args.horizon}"
         )
-    series, history = read_history(forecaster, args.input, args.time_column, args.target,
-                                   args.channels)
+    series, history, columns = read_history(forecaster, args.input, args.time_column,
+                                            args.target, args.channels)
     end_time = int(series.timestamps[-1])
     result = forecaster.forecast(history, end_time=end_time, horizon=args.horizon)
 
-    _write_csv(args.output, result)
+    _write_csv(args.output, result, columns)
     print(
         f"Forecast of {len(result.timestamps)} steps after {data.format_time(end_time)} "
         f"written to {args.output}"
@@ -112,16 +148,35 @@ def run(args):
     return 0 if np.all(np.isfinite(result.point)) else 1
 
 
-def read_history(forecaster, path, time_column, target, channels):
-    """`(series, history)` of a user's CSV: the parsed `data.Series` and its values
-    `(T, C)` in the forecaster's channel order, checked against the forecaster's
-    step and look-back."""
+def read_history(forecaster, path, time_column, target, channels, name="--input"):
+    """`(series, history, columns)` of a user's CSV: the parsed `data.Series`, its
+    values `(T, C)` in the forecaster's channel order, checked against the
+    forecaster's step and look-back, and the CSV column of each channel.
+
+    `time_column` None is the first column; `name` is the option or argument that
+    gave `path`, for the errors."""
     from zoo.forecaster import data
 
+    path = inputs.check_file(path, name, "CSV file")
     columns = channel_columns(forecaster, target, channels)
     target_column = columns[list(forecaster.channels).index(forecaster.target)]
-    series = data.read_csv(path, time_column, target_column,
-                           [c for c in columns if c != target_column])
+    try:
+        if time_column is not None:
+            inputs.check_text(time_column, "--time_column")
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                header = next(csv.reader(f), None)
+            if not header:
+                raise ValueError(f"`{name}` must be a CSV file with a header row; it is empty. "
+                                 f"Received: {name}={path!r}")
+            time_column = header[0]
+        series = data.read_csv(path, time_column, target_column,
+                               [c for c in columns if c != target_column])
+    except UnicodeDecodeError as e:
+        raise ValueError(f"`{name}` must be a UTF-8 CSV file; byte {e.start} is not UTF-8. "
+                         f"Received: {name}={path!r}") from None
+    except csv.Error as e:
+        raise ValueError(f"`{name}` must be a CSV file ({e}). Received: {name}={path!r}") from None
     if series.step_seconds != forecaster.step_seconds:
         raise ValueError(
             f"{path}: the rows are {series.step_seconds} s apart but "
@@ -133,12 +188,12 @@ def read_history(forecaster, path, time_column, target, channels):
             f"{forecaster.name} needs at least {forecaster.lookback} (its look-back)."
         )
     order = [series.channels.index(c) for c in columns]
-    return series, series.values[:, order]
+    return series, series.values[:, order], columns
 
 
-def _write_csv(path, result):
+def _write_csv(path, result, columns):
     header = ["time"]
-    for name in result.channels:
+    for name in columns:
         header += [name, f"{name}_p10", f"{name}_p50", f"{name}_p90"]
     from zoo.forecaster.data import format_time
 
@@ -148,7 +203,7 @@ def _write_csv(path, result):
         writer.writerow(header)
         for step, seconds in enumerate(result.timestamps):
             row = [format_time(seconds)]
-            for c in range(len(result.channels)):
+            for c in range(len(columns)):
                 row += [
                     f"{result.point[step, c]:.6g}",
                     f"{result.p10[step, c]:.6g}",

@@ -189,7 +189,13 @@ class Forecaster:
 
     def _prepare(self, history, end_time):
         """Normalised `(B, L, C)` windows, end times, time_known, filled count."""
-        array = np.asarray(history, dtype=np.float64)
+        if isinstance(history, (str, bytes)):
+            raise TypeError(f"`history` must be an array of numbers. Received: history={history!r}")
+        try:
+            array = np.asarray(history, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"`history` must be an array of numbers ({e}). "
+                            f"Received: history of type {type(history).__name__}") from None
         single = array.ndim < 3
         if array.ndim == 1:
             array = array[:, None]

@@ -121,6 +121,13 @@ class SequentialRecommender:
             )
         return np.array(indices, "int32")
 
+    def _check_takes_user_features(self, user_features):
+        """Refuses user features given to a model without user feature fields
+        (SASRec), which would otherwise be ignored without a word."""
+        if user_features and not self.user_feature_fields:
+            raise ValueError("This model takes no user features; pass user_features=None. "
+                             f"Received: user_features={user_features!r}")
+
     def encode_user_features(self, user_features):
         """int32 `(F,)` indices of a `{field: value}` dict.
 
@@ -205,6 +212,7 @@ class SequentialRecommender:
             fewer unseen items exist) and a float32 array of their scores, best
             first.
         """
+        self._check_takes_user_features(user_features)
         ids, scores = self.recommend_batch([user_history], k,
                                            None if user_features is None else [user_features],
                                            unknown)
@@ -213,6 +221,8 @@ class SequentialRecommender:
     def recommend_batch(self, user_histories, k=10, user_features=None, unknown="error"):
         """`recommend` for several users: lists of ids and a list of score arrays."""
         k = self._check_k(k)
+        if user_features and any(user_features):
+            self._check_takes_user_features(user_features)
         histories = [self.encode_history(h, unknown) for h in user_histories]
         if user_features is not None and len(user_features) != len(histories):
             raise ValueError(
@@ -261,6 +271,7 @@ class SequentialRecommender:
               over heads (they sum to 1);
             - `"attention_per_block"`: float32 `(num_blocks, num_heads, n)`.
         """
+        self._check_takes_user_features(user_features)
         history = self.encode_history(user_history, unknown)[-self.config.max_length:]
         rows = None
         if self.config.uses_user_features:

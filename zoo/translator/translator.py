@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from zoo.translator.tokenizer import EOS_ID, SubwordTokenizer
+from zoo import inputs
+from zoo.translator.tokenizer import EOS_ID, UNK_ID, SubwordTokenizer
 
 MODEL_KINDS = ("transformer", "bahdanau")
 
@@ -71,34 +72,51 @@ class Translator:
             )
         return self._decoders[beam_size]
 
+    def _beam_size(self, beam_size):
+        if beam_size is None:
+            return self.beam_size
+        if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)) \
+                or beam_size < 1:
+            raise ValueError(f"`beam_size` must be a positive integer. "
+                             f"Received: beam_size={beam_size!r}")
+        return int(beam_size)
+
+    def _source(self, sentences, names):
+        """`build_inputs` of checked sentences, called `names` in errors. A sentence
+        with no known subword (only characters outside the vocabulary) is refused:
+        its translation would be invented."""
+        source = build_inputs(self.tokenizer, sentences, self.max_length)
+        known = (source.numpy() > UNK_ID).any(axis=1)
+        if not known.all():
+            i = int(np.argmin(known))
+            raise ValueError(f"`{names[i]}` has no word or subword the translator knows. "
+                             f"Received: {names[i]}={sentences[i]!r}")
+        return source
+
     def translate(self, sentences, beam_size=None, batch_size=64):
         """Translates a list of English sentences into Spanish.
 
         Args:
-            sentences: list of strings.
+            sentences: a non-empty list of strings.
             beam_size: beam size, default `self.beam_size`; 1 is greedy.
             batch_size: sentences decoded together.
 
         Returns:
             list of strings, one per sentence.
+
+        Raises:
+            TypeError: `sentences` is one string or holds a non-string.
+            ValueError: `sentences` is empty, or a sentence is empty, whitespace
+                only, or made only of characters outside the vocabulary (its
+                translation would be invented).
         """
-        if isinstance(sentences, str):
-            raise TypeError(
-                "`sentences` must be a list of strings, not one string. "
-                f"Received: sentences={sentences!r}"
-            )
-        sentences = list(sentences)
-        for i, sentence in enumerate(sentences):
-            if not isinstance(sentence, str):
-                raise TypeError(
-                    f"`sentences[{i}]` must be a string. Received: {sentence!r}"
-                )
-        beam_size = self.beam_size if beam_size is None else int(beam_size)
+        sentences = inputs.check_texts(sentences, "sentences")
+        beam_size = self._beam_size(beam_size)
         decoder = self._decoder(beam_size)
         out = []
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start:start + batch_size]
-            source = build_inputs(self.tokenizer, chunk, self.max_length)
+            source = self._source(chunk, [f"sentences[{start + i}]" for i in range(len(chunk))])
             ids = decoder(source)
             text = self.tokenizer.detokenize(ids).numpy()
             out.extend(t.decode("utf-8") for t in text)
@@ -115,8 +133,8 @@ class Translator:
         """
         import tensorflow as tf
 
-        source = build_inputs(self.tokenizer, [sentence], self.max_length)
-        ids = self._decoder(beam_size)(source).numpy()[0]
+        source = self._source([inputs.check_text(sentence, "sentence")], ["sentence"])
+        ids = self._decoder(self._beam_size(beam_size))(source).numpy()[0]
         end = int(np.argmax(ids == EOS_ID)) + 1 if (ids == EOS_ID).any() else len(ids)
         target = ids[:end]
         decoder_in = np.concatenate([[2], target[:-1]])[None].astype("int32")  # BOS + prefix
@@ -150,7 +168,7 @@ class Translator:
 
         from zoo.translator import decoding
 
-        beam_size = self.beam_size if beam_size is None else int(beam_size)
+        beam_size = self._beam_size(beam_size)
         tokenizer, model, max_length, kind = self.tokenizer, self.model, self.max_length, self.kind
         id_table, token_table = tokenizer._tables()
 

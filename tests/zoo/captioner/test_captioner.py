@@ -159,7 +159,7 @@ def test_caption_greedy_and_beam_widths(captioner):
     (np.zeros((4, 4, 2), "uint8"), ValueError, "3 or 4"),
     (np.zeros((4, 4, 3), "int64"), ValueError, "dtype=int64"),
     ("/nonexistent/cat.png", FileNotFoundError, "cat.png"),
-    (b"garbage", ValueError, "Could not decode"),
+    (b"garbage", ValueError, "must be a PNG or JPEG image but it is not an image file"),
     ([], ValueError, "must not be empty"),
 ])
 def test_caption_bad_images(image, error, match, captioner):
@@ -172,7 +172,7 @@ def test_bad_arguments(captioner):
         captioner.caption(_images(1)[0], beam_width=0)
     with pytest.raises(ValueError, match="layer=5"):
         captioner.attention_maps(_images(1)[0], layer=5)
-    with pytest.raises(ValueError, match="takes one image"):
+    with pytest.raises(ValueError, match="`image` must be one image"):
         captioner.attention_maps(_images(2))
     with pytest.raises(ValueError, match="vocabulary has 6"):
         Captioner(captioner.backbone, Vocabulary(["a", "b"]))

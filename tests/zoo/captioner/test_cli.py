@@ -26,7 +26,7 @@ def test_caption_command_prints_captions_and_draws(tmp_path, fake_zoo, capsys):
     image = tmp_path / "square.png"
     image.write_bytes(png_bytes(coloured_square((10, 200, 10), size=20)))
     out = tmp_path / "explain.png"
-    code = cli.main(["caption", str(image), "--explain", str(out), "--beam-width", "1"])
+    code = cli.main(["caption", str(image), "--explain", str(out), "--beam_size", "1"])
     assert code == 0
     printed = capsys.readouterr().out
     expected = captioner.caption(str(image), beam_width=1)[0]

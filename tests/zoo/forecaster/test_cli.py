@@ -16,14 +16,15 @@ def _run(capsys, *args):
 def test_forecast_command_writes_csv_and_plot(tiny_checkpoint, tmp_path, capsys):
     source = series_csv(tmp_path / "in.csv", 100, ("demand", "temp"))
     out, png = tmp_path / "out.csv", tmp_path / "out.png"
+    # No --time_column: the first column (ts) is the time.
     code, streams = _run(capsys, f"--checkpoint={tiny_checkpoint}", f"--input={source}",
-                         "--time_column=ts", "--target=demand", f"--output={out}",
-                         f"--plot={png}", "--horizon=6")
+                         "--target=demand", f"--output={out}", f"--plot={png}", "--horizon=6")
     assert code == 0, streams.err
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6
-    assert list(rows[0]) == ["time", "load", "load_p10", "load_p50", "load_p90",
+    # The columns are named after the input's columns, not the model's channels.
+    assert list(rows[0]) == ["time", "demand", "demand_p10", "demand_p50", "demand_p90",
                              "temp", "temp_p10", "temp_p50", "temp_p90"]
     assert rows[0]["time"] == "2014-05-17 21:00:00"  # one step after the last row
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -33,7 +34,8 @@ def test_forecast_command_writes_csv_and_plot(tiny_checkpoint, tmp_path, capsys)
 
     series = data.read_csv(source, "ts", "demand", "temp")
     expected = forecaster.forecast(series.values, end_time=int(series.timestamps[-1]), horizon=6)
-    np.testing.assert_allclose([float(r["load"]) for r in rows], expected.point[:, 0], rtol=1e-4)
+    np.testing.assert_allclose([float(r["demand"]) for r in rows], expected.point[:, 0],
+                               rtol=1e-4)
 
 
 def test_forecast_command_errors(tiny_checkpoint, tmp_path, capsys):
@@ -59,7 +61,16 @@ def test_forecast_command_more_errors(tiny_checkpoint, tmp_path, capsys):
     code, streams = _run(capsys, *base, f"--input={daily}")
     assert code == 2 and "86400 s apart" in streams.err
     code, streams = _run(capsys, *base, f"--input={tmp_path}/none.csv")
-    assert code == 2 and "not found" in streams.err
+    assert code == 2 and "must be an existing CSV file" in streams.err
+
+
+def test_forecast_command_export(tiny_checkpoint, tmp_path, capsys):
+    # --export alone: no --input or --output needed.
+    code, streams = _run(capsys, f"--checkpoint={tiny_checkpoint}",
+                         f"--export={tmp_path / 'saved'}")
+    assert code == 0, streams.err
+    assert streams.out == f"SavedModel written to {tmp_path / 'saved'}\n"
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()  # served in test_export.py
 
 
 def test_forecast_help_lists_the_command(capsys):

@@ -29,14 +29,31 @@ def test_recommend_json(tiny_zoo, capsys):
 
 def test_recommend_text_and_user_features(tiny_zoo, capsys):
     code = cli.main(["recommend", "--model=recommender_ml100k_bst", "--history=i1,i2",
-                     "--k=2", "--user=age=31,gender=F", "--explain"])
+                     "--k=2", "--user_features=age=31,gender=F", "--explain"])
     out, _ = capsys.readouterr()
     assert code == 0
     want = tiny_zoo["bst"].recommend(["i1", "i2"], k=2, user_features={"age": "31", "gender": "F"})
     lines = out.splitlines()
     assert lines[0].startswith("Top 2 for a history of 2 items")
-    assert lines[1].split()[:2] == ["1", want[0][0]]
-    assert "Attention" in out
+    assert lines[1].split() == ["RANK", "ITEM_ID", "SCORE"]
+    assert lines[2].split()[:2] == ["1", want[0][0]]
+    assert lines[4].startswith("Attention")
+    assert lines[5].split() == ["ITEM_ID", "WEIGHT"]
+
+
+def test_recommend_text_shows_titles(tiny_zoo, capsys, monkeypatch):
+    from zoo.recommender import cli as recommender_cli
+
+    titles = {f"i{n}": f"Film {n} (1995)" for n in range(1, 31)}
+    monkeypatch.setattr(recommender_cli, "item_titles", lambda recommender: titles)
+    assert cli.main(["recommend", "--history=i1,i2", "--k=3", "--explain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["RANK", "ITEM_ID", "SCORE", "TITLE"]
+    assert lines[6].split() == ["ITEM_ID", "WEIGHT", "TITLE"]
+    for header, rows, id_column in ((lines[1], lines[2:5], 1), (lines[6], lines[7:], 0)):
+        assert len(rows) == (3 if id_column else 2)
+        for row in rows:
+            assert row[header.index("TITLE"):] == titles[row.split()[id_column]]
 
 
 @pytest.mark.parametrize(
@@ -45,8 +62,9 @@ def test_recommend_text_and_user_features(tiny_zoo, capsys):
         (["--history=i1,zzz"], "not in the catalogue"),
         (["--history="], "--history is required"),
         (["--history=i1", "--k=0"], "k=0"),
-        (["--history=i1", "--user=age=3"], "takes no user features"),
-        (["--model=recommender_ml100k_bst", "--history=i1", "--user=age"], "field=value"),
+        (["--history=i1", "--user_features=age=3"], "takes no user features"),
+        (["--model=recommender_ml100k_bst", "--history=i1", "--user_features=age"],
+         "field=value"),
         (["--model=nope", "--history=i1"], "Unknown zoo model"),
         (["--model=recommender_retail_sasrec", "--history=i1"], "does not exist"),
     ],
@@ -58,7 +76,7 @@ def test_recommend_errors(tiny_zoo, capsys, argv, message):
 
 
 def test_ignore_unknown(tiny_zoo, capsys):
-    assert cli.main(["recommend", "--history=i1,zzz", "--ignore-unknown", "--json"]) == 0
+    assert cli.main(["recommend", "--history=i1,zzz", "--ignore_unknown", "--json"]) == 0
     assert len(json.loads(capsys.readouterr()[0])["recommendations"]) == 10
 
 
