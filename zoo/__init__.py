@@ -94,14 +94,17 @@ def load(name, directory=None):
     """
     entry = get_entry(name)
     directory = pathlib.Path(directory) if directory is not None else checkpoints_root() / name
-    manifest = verify_checkpoint(directory, entry.recipe)
+    # Recipes write under their workdir unless told where; a zoo checkpoint is
+    # replaced only on purpose.
+    recreate = f"{entry.recipe} --checkpoint_dir={directory.parent} --overwrite=true"
+    manifest = verify_checkpoint(directory, recreate)
     for field in ("name", "task"):
         stored = manifest.get(field)
         wanted = getattr(entry, field)
         if stored is not None and stored != wanted:
             raise CheckpointError(
                 f"Checkpoint {directory}: made for {field} {stored!r}, not {wanted!r}. "
-                f"Re-create it with: {entry.recipe}"
+                f"Re-create it with: {recreate}"
             )
     loader = _import_loader(entry)
     return loader(directory, manifest)

@@ -80,36 +80,41 @@ _BUILTIN = [
         task="translate",
         loader="zoo.translator.translator:load_translator",
         recipe="python -m recipes.train_translator",
-        description="English to Spanish Transformer translator (Tatoeba).",
+        description="English to Spanish Transformer translator, trained on the "
+        "Tatoeba sentence pairs (short everyday sentences).",
     ),
     ZooEntry(
         name="translator_en_es_bahdanau",
         task="translate",
         loader="zoo.translator.translator:load_translator",
         recipe="python -m recipes.train_translator",
-        description="English to Spanish translator with Bahdanau attention.",
+        description="English to Spanish GRU translator with Bahdanau attention, "
+        "trained on the Tatoeba sentence pairs (a baseline).",
     ),
     ZooEntry(
         name="captioner_tuxpaint_openclipart",
         task="caption",
         loader="zoo.captioner.captioner:load_captioner",
         recipe="python -m recipes.train_captioner --scst_epochs=12",
-        description="Image captioner (hybrid ViT + Transformer decoder) on Tux Paint "
-        "stamps and Openclipart drawings.",
+        description="Image captioner (hybrid ViT + Transformer decoder), trained on "
+        "clip art: Tux Paint stamps and Openclipart drawings, not photographs (it "
+        "prints each image's distance from them; it flags only some photos).",
     ),
     ZooEntry(
         name="recommender_ml100k_sasrec",
         task="recommend",
         loader="zoo.recommender.recommender:load_recommender",
         recipe="python -m recipes.train_recommender --jit_compile=false",
-        description="SASRec next-movie recommender on MovieLens-100K.",
+        description="SASRec next-movie recommender, trained on MovieLens-100K "
+        "ratings (1990s films).",
     ),
     ZooEntry(
         name="recommender_ml100k_bst",
         task="recommend",
         loader="zoo.recommender.recommender:load_recommender",
         recipe="python -m recipes.train_recommender --model=bst --jit_compile=false",
-        description="BST-style recommender (genres, user profile) on MovieLens-100K.",
+        description="BST-style recommender (genres, user profile), trained on "
+        "MovieLens-100K ratings (1990s films).",
     ),
     ZooEntry(
         name="recommender_retail_sasrec",
@@ -119,29 +124,35 @@ _BUILTIN = [
         "--batch_size=64 --learning_rate=0.003 --warmup_steps=50 --dropout=0.2 "
         "--max_windows=2 --knn_neighbors=50,200 --bpr_regularization=0.001 "
         "--bpr_epochs=20 --jit_compile=false",
-        description="SASRec next-product recommender on UCI Online Retail II.",
+        description="SASRec next-product recommender, trained on UCI Online Retail "
+        "II (a UK gift retailer's orders).",
     ),
     ZooEntry(
         name="forecaster_electricity",
         task="forecast",
         loader="zoo.forecaster.forecaster:load_forecaster",
         recipe="python -m recipes.train_forecaster --dataset=electricity",
-        description="Patch Transformer forecaster of hourly electricity load (24 h, 168 h).",
+        description="Patch Transformer forecaster (24 h, 168 h), trained on one "
+        "hourly series: the mean load of 321 electricity clients, 2012-2014 (it "
+        "warns when a history is unlike it).",
     ),
     ZooEntry(
         name="forecaster_traffic",
         task="forecast",
         loader="zoo.forecaster.forecaster:load_forecaster",
         recipe="python -m recipes.train_forecaster --dataset=traffic",
-        description="Patch Transformer forecaster of hourly SF road occupancy (24 h, 168 h).",
+        description="Patch Transformer forecaster (24 h, 168 h), trained on one "
+        "hourly series: San Francisco road occupancy (it warns when a history is "
+        "unlike it).",
     ),
     ZooEntry(
         name="forecaster_beijing_pm25",
         task="forecast",
         loader="zoo.forecaster.forecaster:load_forecaster",
         recipe="python -m recipes.train_forecaster --dataset=beijing_pm25",
-        description="Patch Transformer forecaster of hourly Beijing PM2.5 and weather "
-        "(24 h, 168 h).",
+        description="Patch Transformer forecaster (24 h, 168 h), trained on hourly "
+        "Beijing PM2.5 with six weather channels, 2010-2014 (it warns when a history "
+        "is unlike it).",
     ),
 ]
 

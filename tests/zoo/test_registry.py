@@ -141,7 +141,8 @@ def test_load_missing_checkpoint(zoo_dir, fake_entry):
         zoo.load("fake_forecaster")
     assert str(info.value) == (
         f"Checkpoint {zoo_dir / 'fake_forecaster'}: does not exist. "
-        "Re-create it with: python -m recipes.train_fake"
+        f"Re-create it with: python -m recipes.train_fake --checkpoint_dir={zoo_dir} "
+        "--overwrite=true"
     )
 
 

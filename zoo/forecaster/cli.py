@@ -22,6 +22,7 @@ the forecast and the P10-P90 band (matplotlib is needed for `--plot`).
 
 import csv
 import os
+import sys
 
 from zoo import inputs
 
@@ -131,6 +132,10 @@ def run(args):
         f"written to {args.output}"
         + (f" ({result.filled} missing history values interpolated)" if result.filled else "")
     )
+    for note in result.unfamiliar:
+        print(f"warning: the history is unlike {forecaster.name}'s training data "
+              f"({forecaster.manifest.get('data', {}).get('source', 'unknown source')}): "
+              f"{note}; the forecast may be poor", file=sys.stderr)
     if args.plot:
         target = list(forecaster.channels).index(forecaster.target)
         lookback = forecaster.lookback

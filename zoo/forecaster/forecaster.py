@@ -27,6 +27,7 @@ import pathlib
 import numpy as np
 
 from zoo.forecaster import data as data_lib
+from zoo.forecaster.familiarity import unfamiliar_features
 from zoo.forecaster.metrics import QUANTILES
 
 RECIPE = "python -m recipes.train_forecaster"
@@ -48,6 +49,10 @@ class ForecastResult:
             steps, or None when the history's end time was not given.
         channels: the channel names (the last axis of `point`).
         filled: number of missing history values that were interpolated.
+        unfamiliar: why the history is unlike the training data, as sentences
+            (`zoo.forecaster.familiarity`): empty when it is like it, or when
+            the checkpoint has no familiarity profile. A tuple of them per
+            history for a batch.
     """
 
     point: np.ndarray
@@ -56,6 +61,7 @@ class ForecastResult:
     timestamps: np.ndarray
     channels: tuple
     filled: int
+    unfamiliar: tuple = ()
 
     @property
     def p10(self):
@@ -272,9 +278,11 @@ class Forecaster:
         if end_time is not None:
             steps = np.arange(1, horizon + 1, dtype=np.int64) * self.step_seconds
             timestamps = ends[:, None] + steps[None, :]
+        unfamiliar = tuple(self._unfamiliar(window) for window in x)
         if single:
             point, quantiles = point[0], quantiles[0]
             timestamps = None if timestamps is None else timestamps[0]
+            unfamiliar = unfamiliar[0]
         return ForecastResult(
             point=point.astype(np.float32),
             quantiles=quantiles.astype(np.float32),
@@ -282,7 +290,16 @@ class Forecaster:
             timestamps=timestamps,
             channels=self.channels,
             filled=filled,
+            unfamiliar=unfamiliar,
         )
+
+    def _unfamiliar(self, window):
+        """Sentences on how a normalised window `(L, C)` differs from the training data."""
+        profile = self.manifest.get("forecaster", {}).get("familiarity")
+        if not profile:
+            return ()
+        target = window[:, self.channels.index(self.target)]
+        return tuple(unfamiliar_features(profile, target, self.step_seconds))
 
     def attention_maps(self, history, end_time=None, horizon=None):
         """Which past patches the forecast of one history attends to.

