@@ -286,6 +286,7 @@ def main(argv=None):
     from zoo.captioner import data as data_lib
     from zoo.captioner.backbone import build_backbone, check_model_config
     from zoo.captioner.captioner import VOCABULARY_FILE, WEIGHTS_FILE, Captioner
+    from zoo.captioner.familiarity import FILE_NAME as FAMILIARITY_FILE
 
     if config.evaluate_only:
         return evaluate_checkpoint(config, argv)
@@ -334,12 +335,13 @@ def main(argv=None):
         scst["session_seconds"] = time.perf_counter() - scst_start
         info["train_seconds"] += scst["session_seconds"]
     rows, metrics, baselines, examples = evaluate(captioner, splits, config)
+    profile_file, familiar = familiarity(captioner, splits, config.workdir)
     total_seconds = time.perf_counter() - start
     payload = _write_evaluation(
         rows, config.workdir,
         extra={"metrics": metrics, "baselines": baselines, "data": stats,
                "examples": examples, "train_seconds": info["train_seconds"],
-               "self_critical": scst,
+               "self_critical": scst, "familiarity": familiar,
                "total_seconds": total_seconds, "config": config.to_dict()},
     )
     if target is not None:
@@ -374,18 +376,48 @@ def main(argv=None):
             "precision": info["precision"],
             "created": datetime.date.today().isoformat(),
         }
+        manifest["familiarity"] = familiar
         checkpoint.write_checkpoint(
-            target, {WEIGHTS_FILE: weights, VOCABULARY_FILE: vocabulary.to_json().encode()},
+            target, {WEIGHTS_FILE: weights, VOCABULARY_FILE: vocabulary.to_json().encode(),
+                     FAMILIARITY_FILE: profile_file},
             manifest, overwrite=config.overwrite, smoke=config.smoke)
         print(f"Checkpoint written to {target}")
         payload["checkpoint"] = str(pathlib.Path(target))
     return payload
 
 
+def familiarity(captioner, splits, workdir):
+    """Fits the familiarity profile (`zoo.captioner.familiarity`) on the training and
+    validation images, writes it to the workdir and returns `(path, summary)`: the
+    summary, for the manifest, has the threshold and how the test images fare."""
+    from zoo.captioner import familiarity as familiarity_lib
+
+    profile = familiarity_lib.fit_familiarity(
+        captioner.image_features(splits["train"].float_images()),
+        captioner.image_features(splits["valid"].float_images()))
+    test = familiarity_lib.distances(profile,
+                                     captioner.image_features(splits["test"].float_images()))
+    path = os.path.join(workdir, familiarity_lib.FILE_NAME)
+    familiarity_lib.save_profile(profile, path)
+    threshold = float(profile["threshold"])
+    summary = {
+        "measure": "Mahalanobis distance of the mean-pooled encoder features from a "
+                   "Gaussian fitted to the training images",
+        "rule": "unfamiliar above the 98th percentile of the validation distances",
+        "threshold": round(threshold, 3),
+        "valid_max": round(float(profile["valid_max"]), 3),
+        "test_max": round(float(np.max(test)), 3),
+        "test_unfamiliar": int(np.sum(test > threshold)),
+    }
+    print(f"Familiarity: {summary}")
+    return path, summary
+
+
 def evaluate_checkpoint(config, argv):
     """`--evaluate_only`: test metrics of the existing checkpoint, written back to it."""
     from zoo import checkpoint
     from zoo.captioner.captioner import VOCABULARY_FILE, WEIGHTS_FILE, load_captioner
+    from zoo.captioner.familiarity import FILE_NAME as FAMILIARITY_FILE
 
     root = config.checkpoint_dir or checkpoint.checkpoints_root()
     target = pathlib.Path(root) / config.name
@@ -411,23 +443,25 @@ def evaluate_checkpoint(config, argv):
     captioner = load_captioner(target, manifest)
     rows, metrics, baselines, examples = evaluate(captioner, splits, trained)
     os.makedirs(config.workdir, exist_ok=True)
+    profile_file, familiar = familiarity(captioner, splits, config.workdir)
     command = " ".join([RECIPE, *argv])
     payload = _write_evaluation(
         rows, config.workdir,
         extra={"metrics": metrics, "baselines": baselines, "data": stats,
                "examples": examples, "checkpoint": str(target), "evaluation_command": command,
-               "total_seconds": time.perf_counter() - start},
+               "familiarity": familiar, "total_seconds": time.perf_counter() - start},
     )
     if not rewrite:
         print(f"{target} is a zoo checkpoint: its manifest is left as it is "
               "(--overwrite=true records these metrics in it)")
         return payload
     updated = {k: v for k, v in manifest.items() if k != "files"}
-    updated.update(metrics=metrics, baselines=baselines, evaluation={
+    updated.update(metrics=metrics, baselines=baselines, familiarity=familiar, evaluation={
         "command": command, "date": datetime.date.today().isoformat(),
         "seconds": round(time.perf_counter() - start, 1)})
     checkpoint.write_checkpoint(target, {WEIGHTS_FILE: target / WEIGHTS_FILE,
-                                         VOCABULARY_FILE: target / VOCABULARY_FILE}, updated,
+                                         VOCABULARY_FILE: target / VOCABULARY_FILE,
+                                         FAMILIARITY_FILE: profile_file}, updated,
                                 overwrite=config.overwrite)
     print(f"Metrics of {target} rewritten")
     return payload

@@ -276,6 +276,7 @@ def write_checkpoint(directory, files, manifest, *, overwrite=False, smoke=False
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; a checkpoint is readable like a file
     aside = None
     try:
         hashes = {}

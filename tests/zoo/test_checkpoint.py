@@ -225,3 +225,8 @@ def test_atomic_write_helpers(tmp_path):
         checkpoint.atomic_write_text(path, b"bytes are not text")
     assert path.read_text(encoding="utf-8") == "café"
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+
+
+def test_written_checkpoint_folder_is_readable_by_others(tmp_path):
+    directory = checkpoint.write_checkpoint(tmp_path / "model", {"w.bin": b"x"}, {})
+    assert directory.stat().st_mode & 0o755 == 0o755

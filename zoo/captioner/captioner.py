@@ -13,6 +13,7 @@ from keras import ops
 
 from zoo import inputs
 from zoo.captioner import data as data_lib
+from zoo.captioner import familiarity as familiarity_lib
 from zoo.captioner.backbone import MODEL_KEY_DEFAULTS, MODEL_KEYS, build_backbone
 from zoo.captioner.decoding import DecoderParts, beam_search
 from zoo.captioner.vocabulary import SPECIAL_TOKENS, Vocabulary
@@ -66,7 +67,8 @@ class Captioner:
     ```
     """
 
-    def __init__(self, backbone, vocabulary, beam_width=4, length_penalty=0.6):
+    def __init__(self, backbone, vocabulary, beam_width=4, length_penalty=0.6,
+                 familiarity=None):
         if not isinstance(vocabulary, Vocabulary):
             raise TypeError(f"`vocabulary` must be a Vocabulary. "
                             f"Received: vocabulary of type {type(vocabulary).__name__}")
@@ -83,6 +85,7 @@ class Captioner:
         self.beam_width = self._check_beam(beam_width)
         self.length_penalty = float(length_penalty)
         self.endings = vocabulary.endings()
+        self.familiarity_profile = familiarity
         self._generators = {}
 
     @staticmethod
@@ -178,6 +181,31 @@ class Captioner:
         return [self.vocabulary.decode(row) for row in self.generate_ids(pixels, beam_width,
                                                                          batch_size)]
 
+    def familiarity(self, images, batch_size=128):
+        """How far each image lies from the images the captioner was trained on.
+
+        The distance is the Mahalanobis distance of the image's encoder features
+        from those of the training images (`zoo.captioner.familiarity`); an image
+        above the checkpoint's threshold, chosen on the validation images, is
+        unfamiliar: its caption is a guess.
+
+        Args:
+            images: one image or a batch (as for `caption`).
+            batch_size: images encoded together.
+
+        Returns:
+            `(distances, familiar)`: `(B,)` float64 distances and `(B,)` bools.
+
+        Raises:
+            ValueError: the checkpoint has no familiarity profile.
+        """
+        if self.familiarity_profile is None:
+            raise ValueError("This captioner's checkpoint has no familiarity profile "
+                             f"({familiarity_lib.FILE_NAME}). Received: familiarity=None")
+        features = self.image_features(self.preprocess(images), batch_size)
+        distances = familiarity_lib.distances(self.familiarity_profile, features)
+        return distances, distances <= float(self.familiarity_profile["threshold"])
+
     def caption_pixels(self, pixels, beam_width=None, batch_size=64):
         """Captions of preprocessed images `(B, S, S, 3)` float32 in [0, 1]."""
         return [self.vocabulary.decode(row) for row in self.generate_ids(pixels, beam_width,
@@ -185,6 +213,9 @@ class Captioner:
 
     def image_features(self, pixels, batch_size=128):
         """Mean-pooled patch features `(B, D)` of preprocessed images."""
+        if np.asarray(pixels[:1]).dtype == np.uint8:
+            raise ValueError("`pixels` must be preprocessed float images in [0, 1] (see "
+                             "`preprocess`). Received: pixels of dtype uint8")
         out = []
         for start in range(0, len(pixels), batch_size):
             chunk = ops.convert_to_tensor(np.asarray(pixels[start:start + batch_size], "float32"))
@@ -331,5 +362,9 @@ def load_captioner(directory, manifest):
     if not isinstance(config, dict):
         raise ValueError(f"The manifest of {directory} has no config dict. "  # noqa: TRY004
                          f"Received: config={config!r}")
-    return build_captioner(config, vocabulary, directory / WEIGHTS_FILE,
-                           datastore_size=int(manifest.get("datastore_size", 0)))
+    captioner = build_captioner(config, vocabulary, directory / WEIGHTS_FILE,
+                                datastore_size=int(manifest.get("datastore_size", 0)))
+    if familiarity_lib.FILE_NAME in manifest.get("files", {}):
+        captioner.familiarity_profile = familiarity_lib.load_profile(
+            directory / familiarity_lib.FILE_NAME)
+    return captioner

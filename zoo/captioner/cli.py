@@ -55,8 +55,9 @@ def run(args):
     captioner = zoo.load(args.model, directory=args.checkpoint)
     if args.images:
         captions = captioner.caption(args.images, beam_width=args.beam_size)
-        for image, caption in zip(args.images, captions):
-            print(f"{image}\t{caption}")
+        for image, caption, familiarity in zip(args.images, captions,
+                                               _familiarity(captioner, args.images)):
+            print(f"{image}\t{caption}{familiarity}")
     if args.explain is not None:
         result = captioner.attention_maps(args.images[0], beam_width=args.beam_size)
         draw_attention_overlay(result, args.explain)
@@ -67,3 +68,16 @@ def run(args):
         captioner.export(args.export, beam_width=args.beam_size)
         print(f"SavedModel written to {args.export}")
     return 0
+
+
+def _familiarity(captioner, images):
+    """A column per image: its distance from the training images, and `unfamiliar
+    image` beyond the checkpoint's threshold (nothing without a profile)."""
+    if captioner.familiarity_profile is None:
+        return [""] * len(images)
+    distances, familiar = captioner.familiarity(images)
+    threshold = float(captioner.familiarity_profile["threshold"])
+    return [f"\tdistance {d:.1f} (familiar up to {threshold:.1f})" if ok else
+            f"\tunfamiliar image: distance {d:.1f} from the training images (familiar up "
+            f"to {threshold:.1f}); the caption is a guess"
+            for d, ok in zip(distances, familiar)]
