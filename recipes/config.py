@@ -82,6 +82,15 @@ class ZooRecipeConfig(TrainConfig):
     overwrite: bool = False
 
 
+def smoke_jit_compile():
+    """`jit_compile` of the smoke variants: off on TensorFlow, where compiling with
+    XLA costs more than a few steps save, and on under JAX, where an eager step
+    compiles every operation on its own."""
+    import keras
+
+    return keras.backend.backend() == "jax"
+
+
 def checkpoint_directory(config, name):
     """Where a recipe writes checkpoint `name`, checked before any work is done.
 

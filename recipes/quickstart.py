@@ -20,7 +20,7 @@ import sys
 import keras
 import numpy as np
 
-from recipes.config import TrainConfig, parse_args
+from recipes.config import TrainConfig, parse_args, run_main, smoke_jit_compile
 
 
 def load_digit_splits(seed=0, test_fraction=0.2, valid_fraction=0.1):
@@ -87,7 +87,8 @@ class QuickstartConfig(TrainConfig):
 
 
 DEFAULT = QuickstartConfig()
-SMOKE = QuickstartConfig(workdir="runs/quickstart_smoke", epochs=3, verbose=0, smoke=True)
+SMOKE = QuickstartConfig(workdir="runs/quickstart_smoke", epochs=3, verbose=0, smoke=True,
+                         jit_compile=smoke_jit_compile())
 
 
 def make_datasets(config):
@@ -135,4 +136,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -33,7 +33,13 @@ import time
 
 import numpy as np
 
-from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
+from recipes.config import (
+    ZooRecipeConfig,
+    checkpoint_directory,
+    parse_args,
+    run_main,
+    smoke_jit_compile,
+)
 
 RECIPE = "python -m recipes.train_captioner"
 
@@ -135,7 +141,7 @@ SMOKE = dataclasses.replace(
     min_word_count=1, image_size=32, hidden_dim=32, num_heads=2, intermediate_dim=32,
     encoder_layers=1, decoder_layers=1, max_caption_length=8, retrieval_neighbours=2,
     beam_width=2, scst_epochs=1, scst_samples=2, scst_images_per_step=8,
-    jit_compile=False, verbose=0, smoke=True,
+    jit_compile=smoke_jit_compile(), verbose=0, smoke=True,
 )
 
 
@@ -330,7 +336,7 @@ def main(argv=None):
         trainer = SelfCriticalTrainer(
             captioner, train, splits["valid"], config.workdir, config.scst_samples,
             config.scst_images_per_step, config.scst_learning_rate, config.seed,
-            config.jit_compile, mark_end=config.scst_mark_end, run_eagerly=config.smoke)
+            config.jit_compile, mark_end=config.scst_mark_end, run_eagerly=config.smoke and not config.jit_compile)
         scst = trainer.fit(config.scst_epochs, verbose=config.verbose)
         scst["session_seconds"] = time.perf_counter() - scst_start
         info["train_seconds"] += scst["session_seconds"]

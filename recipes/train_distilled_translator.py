@@ -36,7 +36,7 @@ import os
 import sys
 import time
 
-from recipes.config import TrainConfig, parse_args
+from recipes.config import TrainConfig, parse_args, run_main, smoke_jit_compile
 
 TEACHER = "translator_en_es"
 
@@ -86,6 +86,7 @@ SMOKE = DistillationConfig(
     workdir="runs/distilled_translator_smoke", epochs=1, steps_per_epoch=3, batch_size=16,
     warmup_steps=2, max_length=16, hidden_dim=32, num_heads=2, intermediate_dim=64,
     num_layers=1, train_limit=400, eval_limit=16, teacher_eval=False, smoke=True, verbose=0,
+    jit_compile=smoke_jit_compile(),
 )
 
 
@@ -296,4 +297,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

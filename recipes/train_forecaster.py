@@ -36,7 +36,13 @@ import time
 import keras
 import numpy as np
 
-from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
+from recipes.config import (
+    ZooRecipeConfig,
+    checkpoint_directory,
+    parse_args,
+    run_main,
+    smoke_jit_compile,
+)
 from recipes.training import fit, write_evaluation
 
 RECIPE = "python -m recipes.train_forecaster"
@@ -143,7 +149,7 @@ SMOKE = dataclasses.replace(
     time2vec_dim=2,
     valid_stride=24,
     max_rows=600,
-    jit_compile=False,
+    jit_compile=smoke_jit_compile(),
     verbose=0,
     smoke=True,
 )

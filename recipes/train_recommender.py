@@ -33,7 +33,13 @@ import os
 import sys
 import time
 
-from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
+from recipes.config import (
+    ZooRecipeConfig,
+    checkpoint_directory,
+    parse_args,
+    run_main,
+    smoke_jit_compile,
+)
 
 COMMAND = "python -m recipes.train_recommender"
 DATASETS = ("ml-100k", "online-retail", "csv")
@@ -106,7 +112,7 @@ class RecommenderConfig(ZooRecipeConfig):
 
 DEFAULT = RecommenderConfig()
 SMOKE = RecommenderConfig(
-    epochs=2, steps_per_epoch=3, jit_compile=False, batch_size=16, warmup_steps=2, max_length=12, hidden_dim=16, num_blocks=1,
+    epochs=2, steps_per_epoch=3, jit_compile=smoke_jit_compile(), batch_size=16, warmup_steps=2, max_length=12, hidden_dim=16, num_blocks=1,
     num_heads=2, intermediate_dim=32, dropout=0.1, max_users=40,
     knn_neighbors="5,10", bpr_regularization="0.001", bpr_epochs=2, smoke=True, verbose=0,
 )

@@ -23,7 +23,13 @@ import os
 import sys
 import time
 
-from recipes.config import ZooRecipeConfig, checkpoint_directory, parse_args, run_main
+from recipes.config import (
+    ZooRecipeConfig,
+    checkpoint_directory,
+    parse_args,
+    run_main,
+    smoke_jit_compile,
+)
 
 COMMAND = "python -m recipes.train_translator"
 NAMES = {"transformer": "translator_en_es", "bahdanau": "translator_en_es_bahdanau"}
@@ -78,7 +84,7 @@ SMOKE = TranslatorConfig(
     workdir="runs/translator_smoke", epochs=2, bahdanau_epochs=1, steps_per_epoch=3,
     batch_size=16, warmup_steps=2, vocabulary_size=300, hidden_dim=32, num_heads=2,
     intermediate_dim=64, num_layers=1, beam_size=2, train_limit=400, eval_limit=16,
-    max_length=16, smoke=True, verbose=0,
+    max_length=16, smoke=True, verbose=0, jit_compile=smoke_jit_compile(),
 )
 
 
