@@ -88,6 +88,17 @@ def merge_masks(*masks):
     return result
 
 
+def transpose_mask(mask, axes):
+    """`ops.transpose` of a boolean mask, done on float32 values.
+
+    TensorFlow's oneDNN CPU kernels log an error ("oneDNN supports DT_BOOL only
+    ...") the first time they transpose a boolean tensor (also int8, int32 or
+    float16 ones), then fall back. The values come from `where`, not a cast: graph
+    optimisation would move the cast after the transpose.
+    """
+    return ops.transpose(ops.where(mask, 1.0, 0.0), axes) > 0.5
+
+
 # --- patterns of the local and global layers ---
 
 

@@ -22,6 +22,16 @@ from keras_attention.utils.validation import (
 MASK_VALUE = -1e9
 
 
+def softmax(logits, axis=-1):
+    """`keras.ops.softmax`, also over an axis of static size 1 (attention over one
+    key, as in the first step of cached decoding), where `keras.ops.softmax` warns
+    that the axis has size 1. There the softmax is `exp(x - x)`: every weight is 1,
+    with a zero gradient (not a missing one)."""
+    if logits.shape[axis] == 1:
+        return ops.exp(logits - logits)
+    return ops.softmax(logits, axis=axis)
+
+
 def convert_qkv(query, key, value):
     """The three inputs as tensors; arrays of text or objects raise a `TypeError`
     naming the argument instead of a backend's conversion error."""
@@ -221,8 +231,8 @@ def _fast_attention(query, key, value, mask, bias, causal, scale, groups, t, s, 
     )
     if mask is not None:
         row_valid = ops.any(mask, axis=-1)  # (B|1, N|1, T)
-        row_valid = ops.transpose(row_valid, (0, 2, 1))[..., None]  # (B|1, T, N|1, 1)
-        output = output * ops.cast(row_valid, output.dtype)
+        row_valid = masks_lib.transpose_mask(row_valid, (0, 2, 1))  # (B|1, T, N|1)
+        output = output * ops.cast(row_valid[..., None], output.dtype)
     return ops.cast(output, query.dtype)
 
 
@@ -239,7 +249,7 @@ def _einsum_attention(query, key, value, mask, bias, scale, dropout_rate, seed):
         logits = logits + ops.cast(bias, "float32")
     if mask is not None:
         logits = ops.where(mask, logits, MASK_VALUE)
-    weights = ops.softmax(logits, axis=-1)
+    weights = softmax(logits, axis=-1)
     if mask is not None:
         weights = ops.where(mask, weights, 0.0)  # fully masked rows -> zeros
     if dropout_rate > 0.0:

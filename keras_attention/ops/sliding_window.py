@@ -36,6 +36,7 @@ import math
 
 from keras import ops
 
+from keras_attention.masks import transpose_mask
 from keras_attention.ops.attention import (
     MASK_VALUE,
     check_qkv,
@@ -243,7 +244,7 @@ class _BandPlan:
             kt = ops.swapaxes(self._windows(key), 3, 4)  # (R, B, K, H, L)
             v = self._windows(value)  # (R, B, K, L, V)
             key_valid = ops.take(self.key_valid, self.window_pos, axis=1)  # (B|1, R, L)
-            key_valid = ops.swapaxes(key_valid, 0, 1)[:, :, None]  # (R, B|1, 1, L)
+            key_valid = transpose_mask(key_valid, (1, 0, 2))[:, :, None]  # (R, B|1, 1, L)
             valid = ops.logical_and(self.band, key_valid)  # (R, B|1, C, L)
             return self._attend(q, kt, v, valid, query.dtype)
         # (B, K, H, P) and (B, K, P, V) strips: each block's operands are plain

@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_attention import masks as masks_lib
 from keras_attention.layers.attention.base_attention import BaseAttention
-from keras_attention.ops.attention import MASK_VALUE
+from keras_attention.ops.attention import MASK_VALUE, softmax
 from keras_attention.utils.validation import check_positive_int, check_rate
 
 
@@ -44,9 +44,9 @@ def masked_softmax(logits, mask):
     """
     logits = ops.cast(logits, "float32")
     if mask is None:
-        return ops.softmax(logits, axis=-1)
+        return softmax(logits, axis=-1)
     logits = ops.where(mask, logits, MASK_VALUE)
-    weights = ops.softmax(logits, axis=-1)
+    weights = softmax(logits, axis=-1)
     return ops.where(mask, weights, 0.0)
 
 

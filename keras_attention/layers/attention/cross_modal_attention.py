@@ -183,7 +183,7 @@ class CrossModalAttention(BaseAttention):
                 masks_lib.merge_masks(mask, causal), (b, t, s)
             )  # (B, T, S)
         if reverse_mask is not None:
-            reverse_mask = ops.transpose(reverse_mask, (0, 2, 1))  # (B, S, T)
+            reverse_mask = masks_lib.transpose_mask(reverse_mask, (0, 2, 1))  # (B, S, T)
         b_result = self._b_to_a(
             value, query, attention_mask=reverse_mask,
             return_attention_scores=return_attention_scores, training=training,

@@ -333,11 +333,7 @@ class GlobalLocalAttention(MultiHeadAttention):
             before = key_pos <= positions[:, :, None] + (s_dyn - t_dyn)  # (B|1, J, S)
             allowed = ops.logical_and(allowed, before)
         if masks.full is not None:
-            b_dyn, j = ops.shape(q)[0], ops.shape(positions)[1]
-            index = ops.broadcast_to(positions[:, :, None], (b_dyn, j, s_dyn))
-            allowed = ops.logical_and(
-                allowed, ops.take_along_axis(masks.full, index, axis=1)
-            )  # (B, J, S)
+            allowed = ops.logical_and(allowed, gather_rows(masks.full, positions))  # (B, J, S)
         output_global = scaled_dot_product_attention(
             query_global, k, v, mask=allowed[:, None], dropout_rate=rate,
             training=bool(training), seed=self.seed_generator,

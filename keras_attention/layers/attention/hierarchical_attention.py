@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers.attention.base_attention import CheckedInputs
-from keras_attention.ops.attention import MASK_VALUE
+from keras_attention.ops.attention import MASK_VALUE, softmax
 from keras_attention.utils.validation import check_floating, check_positive_int, check_rank
 
 
@@ -168,7 +168,7 @@ class HierarchicalAttention(CheckedInputs, keras.layers.Layer):
         )  # (..., L)
         if mask is not None:
             logits = ops.where(mask, logits, MASK_VALUE)
-        weights = ops.softmax(logits, axis=-1)  # (..., L)
+        weights = softmax(logits, axis=-1)  # (..., L)
         if mask is not None:
             weights = ops.where(mask, weights, 0.0)  # fully masked -> zeros
         pooled = ops.einsum("...l,...ld->...d", weights, ops.cast(features, "float32"))

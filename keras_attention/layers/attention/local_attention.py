@@ -18,6 +18,7 @@ from keras_attention import masks as masks_lib
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
+    batched_take,
     check_no_logits_bias,
     reject_arguments,
 )
@@ -341,13 +342,10 @@ def gather_rows(x, positions):
     """`x[b, positions[b, j]]`: `x (B|1, L, ...)`, `positions (B|1, J)` -> `(B, J, ...)`."""
     if _is_one(positions.shape[0]):
         return ops.take(x, positions[0], axis=1)
-    batch = ops.shape(positions)[0]
-    tail = tuple(x.shape[2:])
     if _is_one(x.shape[0]):
-        x = ops.broadcast_to(x, (batch, ops.shape(x)[1]) + tail)
-    index = ops.reshape(positions, (batch, ops.shape(positions)[1]) + (1,) * len(tail))
-    index = ops.broadcast_to(index, (batch, ops.shape(positions)[1]) + tail)
-    return ops.take_along_axis(x, index, axis=1)
+        shape = ops.shape(x)
+        x = ops.broadcast_to(x, (ops.shape(positions)[0],) + tuple(shape[1:]))
+    return batched_take(x, positions, 1)
 
 
 def blocked_band_attention(

@@ -14,6 +14,7 @@ from keras import ops
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     apply_query_mask,
+    batched_take,
     check_no_logits_bias,
     checked_query_mask,
     reject_arguments,
@@ -31,7 +32,7 @@ _UNUSED = UNUSED_ARGUMENTS + ("num_key_value_heads",)
 
 def _gather(x, indices):
     """`x (B, N, L, D)` gathered along L by `indices (B, N, R, L')` -> `(B, N, R, L', D)`."""
-    return ops.take_along_axis(x[:, :, None], indices[..., None], axis=3)
+    return batched_take(x, indices, 2)
 
 
 def _look_back(x):
@@ -343,7 +344,7 @@ class LSHAttention(MultiHeadAttention):
 
         # Back to position order, then combine the rounds by their normalisers.
         flat = (b, self.num_heads, rounds, length)
-        out = ops.take_along_axis(ops.reshape(out, flat + (-1,)), slot[..., None], axis=3)
+        out = batched_take(ops.reshape(out, flat + (-1,)), slot, 3)  # (B, N, R, L, V)
         lse = ops.take_along_axis(ops.reshape(lse, flat), slot, axis=3)  # (B, N, R, L)
         any_allowed = ops.take_along_axis(
             ops.reshape(ops.any(allowed, axis=-1), flat), slot, axis=3

@@ -21,6 +21,24 @@ IMPLEMENTATIONS = ("auto", "full", "chunked")
 AUTO_CHUNK_THRESHOLD = 4096 * 4096
 
 
+class _Projection(keras.layers.EinsumDense):
+    """`EinsumDense` for the query, key, value and output projections.
+
+    The attention layer applies the masks itself: Keras passes a tensor's implicit
+    mask in as `query_mask`/`value_mask`, and `BaseAttention` clears it from the
+    tensor. On JAX, Keras keeps that mask beside the array, out of reach of its
+    public API, so the projection still sees it; it accepts it and passes no mask
+    on, where `EinsumDense` warns that it drops the mask.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supports_masking = True
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+
 def resolve_position_encoding(position_encoding, num_heads):
     """An `AttentionPositionEncoding` from an instance, a config dict or a short name."""
     if position_encoding is None or isinstance(position_encoding, AttentionPositionEncoding):
@@ -169,7 +187,7 @@ class MultiHeadAttention(BaseAttention):
 
     # ------------------------------------------------------------------ build
     def _dense(self, name, equation, output_shape, bias_axes):
-        return keras.layers.EinsumDense(
+        return _Projection(
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes if self.use_bias else None,

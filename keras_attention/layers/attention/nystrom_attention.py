@@ -17,7 +17,7 @@ from keras_attention.layers.attention.variant_utils import (
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, empty_attention, repeat_kv_heads
+from keras_attention.ops.attention import MASK_VALUE, empty_attention, repeat_kv_heads, softmax
 from keras_attention.utils.validation import check_positive_int
 
 # No attention weights are formed, so there is no dropout (nor a dropout seed).
@@ -47,10 +47,7 @@ def _masked_softmax(logits, valid):
     """Softmax over the last axis restricted to `valid`; rows with none are zeros."""
     if valid is not None:
         logits = ops.where(valid, logits, MASK_VALUE)
-    if logits.shape[-1] == 1:  # one landmark: weight 1 (ops.softmax warns on size 1)
-        weights = ops.ones_like(logits)
-    else:
-        weights = ops.softmax(logits, axis=-1)
+    weights = softmax(logits, axis=-1)
     return weights if valid is None else ops.where(valid, weights, 0.0)
 
 

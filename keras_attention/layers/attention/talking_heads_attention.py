@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, prepare_mask, repeat_kv_heads
+from keras_attention.ops.attention import MASK_VALUE, prepare_mask, repeat_kv_heads, softmax
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -161,7 +161,7 @@ class TalkingHeadsAttention(MultiHeadAttention):
             logits = logits + ops.cast(bias, "float32")
         if mask is not None:
             logits = ops.where(mask, logits, MASK_VALUE)
-        weights = ops.softmax(logits, axis=-1)  # (B, M, T, S), float32
+        weights = softmax(logits, axis=-1)  # (B, M, T, S), float32
         if mask is not None:
             weights = ops.where(mask, weights, 0.0)  # masked keys and empty rows -> 0
         post = ops.cast(self.post_softmax_kernel, "float32")  # (N, M)

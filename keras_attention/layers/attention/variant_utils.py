@@ -66,3 +66,26 @@ def apply_query_mask(output, query_mask):
     if query_mask is None:
         return output
     return output * ops.cast(query_mask[:, :, None], output.dtype)
+
+
+def batched_take(x, indices, batch_dims):
+    """`x[p][indices[p]]` along axis `batch_dims`, for every index `p` of the leading
+    `batch_dims` axes (shared by `x` and `indices`): `x (*P, L, *D)` and
+    `indices (*P, *I)` give `(*P, *I, *D)`.
+
+    One gather from the flattened rows. (`ops.take_along_axis` on TensorFlow moves
+    the axis last with transposes of the data and the indices, and TensorFlow's
+    oneDNN CPU kernels log an error the first time they transpose booleans or
+    integers.)
+    """
+    shape = ops.shape(x)
+    count = 1
+    for size in shape[:batch_dims]:
+        count = count * size
+    length = shape[batch_dims]
+    offsets = ops.arange(count, dtype=indices.dtype) * ops.cast(length, indices.dtype)
+    offsets = ops.reshape(
+        offsets, tuple(shape[:batch_dims]) + (1,) * (len(indices.shape) - batch_dims)
+    )
+    rows = ops.reshape(x, (-1,) + tuple(shape[batch_dims + 1:]))  # (P * L, *D)
+    return ops.take(rows, indices + offsets, axis=0)

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -179,3 +181,38 @@ def test_dropout_is_seeded_and_only_in_training():
     trained = keras.ops.convert_to_numpy(layer(x, x, training=True))
     assert not np.allclose(trained, keras.ops.convert_to_numpy(inference))
     assert np.all(np.isfinite(trained))
+
+
+def test_readme_model_with_an_embedding_mask_warns_nothing():
+    # README's "Using a layer in a model". The Embedding's mask reaches the layer as
+    # query_mask/value_mask; the projections must not be handed it again (on JAX
+    # Keras warned that each EinsumDense "will destroy the mask information").
+    from keras_attention.layers import RotaryEmbedding
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokens = keras.Input(shape=(None,), dtype="int32")
+        x = keras.layers.Embedding(50, 16, mask_zero=True)(tokens)
+        attention = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2,
+                                       position_encoding=RotaryEmbedding())
+        x = x + attention(x, x, use_causal_mask=True)
+        logits = keras.layers.Dense(50)(keras.layers.LayerNormalization()(x))
+        model = keras.Model(tokens, logits)
+        batch = np.array([[5, 6, 7, 0, 0], [1, 2, 3, 4, 0]])
+        eager = model(batch)
+        predicted = model.predict(batch, verbose=0)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.train_on_batch(batch, batch)
+    assert_all_close(predicted, eager, 1e-4, 1e-4)
+
+
+def test_attention_over_a_single_key_warns_nothing():
+    # Attention weights over one key are all 1; `keras.ops.softmax` warns about an
+    # axis of size 1, the layers must not (the first step of cached decoding).
+    query = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
+    layer = MultiHeadAttention(num_heads=2, key_dim=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        output, scores = layer(query, query[:, :1], return_attention_scores=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(scores), 1.0)
+    assert tuple(output.shape) == (2, 3, 8)
