@@ -227,6 +227,18 @@ def _replicas_on_cpu(strategy):
     return len(devices) > 1 and all("CPU" in d.upper() for d in devices)
 
 
+def _with_known_length(dataset):
+    """`dataset` with its number of batches known to tf.data: counted once when a
+    filter or similar hides it, so that Keras does not end every validation pass
+    with "Your input ran out of data"."""
+    import tensorflow as tf
+
+    if dataset is None or int(dataset.cardinality()) != int(tf.data.UNKNOWN_CARDINALITY):
+        return dataset
+    count = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
 def read_state(workdir):
     """The saved training state of `workdir`, or None when there is none."""
     path = os.path.join(workdir, "backup", "state.json")
@@ -338,12 +350,13 @@ def fit(
     if initial_epoch < config.epochs:
         result = model.fit(
             stream,
-            validation_data=valid_ds,
+            validation_data=_with_known_length(valid_ds),
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
             callbacks=callbacks,
             verbose=config.verbose,
+            shuffle=False,  # `train_ds` shuffles itself; Keras warns that it ignores True
         )
         history = result.history
     session_seconds = time.perf_counter() - start

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -84,6 +85,22 @@ def test_precision_and_strategy_choices():
     assert training.make_strategy("none").num_replicas_in_sync == 1
     with pytest.raises(ValueError, match="strategy=gpus"):
         training.make_strategy("gpus")
+
+
+def test_fit_gives_keras_nothing_to_warn_about(tmp_path):
+    # A shuffled training set and a filtered validation set (tf.data cannot tell its
+    # length): Keras warned that it ignores `shuffle=True` for a dataset, and that the
+    # input "ran out of data" at the end of every validation pass.
+    train_ds, valid_ds = _data()
+    valid_ds = valid_ds.unbatch().filter(lambda x, y: x[0] > -1.0).batch(16)
+    assert int(valid_ds.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    config = TrainConfig(workdir=str(tmp_path), epochs=2, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, info = training.fit(config, _build, train_ds, valid_ds,
+                               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    assert len(info["history"]["val_loss"]) == 2
 
 
 def test_fit_rejects_unknown_length_without_steps(tmp_path):

@@ -142,6 +142,10 @@ class SelfCriticalTrainer:
         self.model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0),
                            loss=sequence_loss, jit_compile=jit_compile and not run_eagerly,
                            run_eagerly=run_eagerly)
+        # Built before the first weights file is written, so that every file holds the
+        # optimizer's variables and loading one (the best weights, or a resume)
+        # restores them instead of Keras skipping them with a warning.
+        self.model.optimizer.build(self.model.trainable_variables)
         self._sample = sample_captions
         if keras.backend.backend() == "tensorflow" and not run_eagerly:
             import tensorflow as tf
