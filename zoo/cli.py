@@ -18,6 +18,9 @@ Errors the user can cause (`CheckpointError`, `ValueError`,
 `FileNotFoundError`, bad arguments) are printed as one line `error: ...` on
 stderr and give exit code 2.
 
+TensorFlow's log lines are hidden (`zoo._quiet`); `keras-attention --verbose
+COMMAND ...` shows them.
+
 Example:
 
 ```
@@ -31,6 +34,7 @@ import importlib
 import sys
 from importlib import metadata
 
+from zoo import _quiet
 from zoo import checkpoint
 from zoo import registry
 
@@ -137,6 +141,9 @@ def build_parser():
         description="Models of the keras-attention zoo.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the backend's log lines (TensorFlow's are hidden by "
+                             "default)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                        parser_class=_Parser)
     parser.verbs = subparsers.choices
@@ -172,9 +179,12 @@ def main(argv=None):
         0 on success, 2 on an error the user caused (printed as one line
         `error: ...` on stderr), 130 when interrupted.
     """
+    _quiet.quiet_start()  # before anything imports TensorFlow
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.verbose:
+            _quiet.quiet_start(verbose=True)
         code = args.func(args)
     except SystemExit as e:  # --help, --version, or sys.exit() in a command
         if e.code is None or isinstance(e.code, int):
