@@ -32,6 +32,7 @@ $ python -m zoo.cli list
 import argparse
 import importlib
 import sys
+import textwrap
 from importlib import metadata
 
 from zoo import _quiet
@@ -134,11 +135,23 @@ def _run_list(args):
     return 0
 
 
+def _models_epilog():
+    lines = ["models, and what each was trained on ('keras-attention list' shows which "
+             "are installed):"]
+    for entry in registry.entries():
+        lines.append(f"  {entry.name}")
+        lines += textwrap.wrap(entry.description, 84, initial_indent="      ",
+                               subsequent_indent="      ")
+    return "\n".join(lines)
+
+
 def build_parser():
     """Returns the `keras-attention` argument parser with every subcommand."""
     parser = _Parser(
         prog="keras-attention",
         description="Models of the keras-attention zoo.",
+        epilog=_models_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--verbose", action="store_true",

@@ -388,3 +388,14 @@ def test_old_flag_spellings_still_parse(verb, new, old):
     assert parser.parse_args(verb + old) == parser.parse_args(verb + new)
     help_words = re.findall(r"--[\w-]+", parser.verbs[verb[0]].format_help())
     assert old[0].split("=")[0] not in help_words
+
+
+def test_top_level_help_says_what_each_model_was_trained_on(capsys):
+    from zoo import cli as zoo_cli
+    from zoo import registry
+
+    assert zoo_cli.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for entry in registry.entries():
+        assert entry.name in text and " ".join(entry.description.split()) in text
+        assert "trained on" in entry.description

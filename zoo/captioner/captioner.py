@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 from zoo import inputs
+from zoo.compiled import compile_inference
 from zoo.captioner import data as data_lib
 from zoo.captioner import familiarity as familiarity_lib
 from zoo.captioner.backbone import MODEL_KEY_DEFAULTS, MODEL_KEYS, build_backbone
@@ -87,6 +88,7 @@ class Captioner:
         self.endings = vocabulary.endings()
         self.familiarity_profile = familiarity
         self._generators = {}
+        self._features = None
 
     @staticmethod
     def _check_beam(beam_width):
@@ -149,11 +151,8 @@ class Captioner:
                 return beam_search(self.parts, images, beam_width, length_penalty,
                                    endings=endings)
 
-            if keras.backend.backend() == "tensorflow":
-                import tensorflow as tf
-
-                generate = tf.function(generate, reduce_retracing=True)
-            self._generators[beam_width] = generate
+            self._generators[beam_width] = compile_inference(generate,
+                                                             self.backbone.variables)
         return self._generators[beam_width]
 
     def generate_ids(self, pixels, beam_width=None, batch_size=64):
@@ -216,10 +215,14 @@ class Captioner:
         if np.asarray(pixels[:1]).dtype == np.uint8:
             raise ValueError("`pixels` must be preprocessed float images in [0, 1] (see "
                              "`preprocess`). Received: pixels of dtype uint8")
+        if self._features is None:
+            self._features = compile_inference(
+                lambda images: ops.mean(self.parts.encode_image(images), axis=1),
+                self.backbone.variables)
         out = []
         for start in range(0, len(pixels), batch_size):
             chunk = ops.convert_to_tensor(np.asarray(pixels[start:start + batch_size], "float32"))
-            out.append(ops.convert_to_numpy(ops.mean(self.parts.encode_image(chunk), axis=1)))
+            out.append(ops.convert_to_numpy(self._features(chunk)))
         return np.concatenate(out, axis=0)
 
     def attention_maps(self, image, beam_width=None, layer=-1):

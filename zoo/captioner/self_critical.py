@@ -22,6 +22,7 @@ import numpy as np
 from keras import ops
 
 from zoo.captioner.decoding import _start_buffer, _write_column, next_word_log_probs
+from zoo.compiled import compile_inference
 from zoo.captioner.metrics import CiderD
 from zoo.captioner.vocabulary import Vocabulary
 
@@ -146,11 +147,13 @@ class SelfCriticalTrainer:
         # optimizer's variables and loading one (the best weights, or a resume)
         # restores them instead of Keras skipping them with a warning.
         self.model.optimizer.build(self.model.trainable_variables)
-        self._sample = sample_captions
-        if keras.backend.backend() == "tensorflow" and not run_eagerly:
-            import tensorflow as tf
+        parts = captioner.parts
 
-            self._sample = tf.function(sample_captions, reduce_retracing=True)
+        def sample(images, exclude, noise, endings):
+            return sample_captions(parts, images, exclude, noise, endings=endings)
+
+        self._sample = sample if run_eagerly else compile_inference(sample,
+                                                                    self.model.variables)
 
     def _state(self):
         path = os.path.join(self.dir, "state.json")
@@ -177,9 +180,8 @@ class SelfCriticalTrainer:
             exclude = np.repeat(rows, n).astype("int32")
             noise = rng.random((length, len(exclude), vocab), dtype=np.float32)
             ids = ops.convert_to_numpy(self._sample(
-                self.captioner.parts, ops.convert_to_tensor(images),
-                ops.convert_to_tensor(exclude), ops.convert_to_tensor(noise),
-                endings=self.captioner.endings))
+                ops.convert_to_tensor(images), ops.convert_to_tensor(exclude),
+                ops.convert_to_tensor(noise), self.captioner.endings))
             words = [self.captioner.vocabulary.decode(r) for r in ids]
             refs = [self.train.captions[i] for i in exclude]
             rewards = np.reshape(self.scorer.scores(words, refs), (len(rows), n))
