@@ -127,7 +127,8 @@ tf.config.set_logical_device_configuration(
 from recipes import quickstart, training
 strategy = training.make_strategy("mirrored")
 assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
-results = quickstart.main(["--smoke", "--strategy=mirrored", "--workdir=" + sys.argv[1]])
+results = quickstart.main(["--smoke", "--strategy=mirrored", "--jit_compile=true",
+                           "--workdir=" + sys.argv[1]])
 assert results["test_accuracy"] > 0.2, results
 print("OK", results["test_accuracy"])
 """
