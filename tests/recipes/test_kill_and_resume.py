@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -19,6 +21,8 @@ def _run(workdir, *extra):
     )
 
 
+# Slow (25 to 50 s); .ci/run runs it with -m large.
+@pytest.mark.large
 def test_sigkill_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
     straight = _run(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]

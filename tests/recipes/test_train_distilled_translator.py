@@ -14,6 +14,8 @@ pytestmark = [
 ]
 
 
+# Slow (25 to 50 s); .ci/run runs it with -m large.
+@pytest.mark.large
 def test_smoke_run_trains_both_students_and_writes_evaluation(tmp_path):
     workdir = tmp_path / "run"
     before = sorted(p.name for p in zoo.checkpoints_root().iterdir())

@@ -134,6 +134,8 @@ print("OK", results["test_accuracy"])
 """
 
 
+# Slow (25 to 50 s); .ci/run runs it with -m large.
+@pytest.mark.large
 def test_mirrored_strategy_over_two_logical_cpus_trains_smoke_config(tmp_path):
     # The script imports TensorFlow before `recipes`, so the oneDNN default of
     # recipes/__init__.py is passed explicitly (see there for why).
