@@ -1,10 +1,10 @@
 """Masked attention runs on TensorFlow's oneDNN CPU kernels without their error lines.
 
-Those kernels transpose only floating-point tensors: the first boolean or integer
-transpose of a process logs "oneDNN supports DT_BOOL only on platforms with
-AVX-512 ..." (a user script saw it from the README model). The script below runs
-the mask paths that transposed masks or indices, eagerly and as graphs, in a fresh
-process with oneDNN on, and the test reads its stderr.
+The first boolean (or integer) transpose of a process on those kernels logs
+"oneDNN supports DT_BOOL only on platforms with AVX-512 ..." (a user script saw it
+from the README model). The script below runs the mask paths that transposed masks
+or indices, eagerly and as graphs, in a fresh process with oneDNN on, and the test
+reads its stderr.
 """
 
 import os
