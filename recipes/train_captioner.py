@@ -140,7 +140,7 @@ SMOKE = dataclasses.replace(
     sources="tuxpaint", max_images=48, valid_fraction=0.2, test_fraction=0.2,
     min_word_count=1, image_size=32, hidden_dim=32, num_heads=2, intermediate_dim=32,
     encoder_layers=1, decoder_layers=1, max_caption_length=8, retrieval_neighbours=2,
-    beam_width=2, scst_epochs=1, scst_samples=2, scst_images_per_step=8,
+    beam_width=2, scst_epochs=1, scst_samples=2, scst_images_per_step=32,
     jit_compile=smoke_jit_compile(), verbose=0, smoke=True,
 )
 
