@@ -25,7 +25,7 @@ from keras_attention.layers import (
 from keras_attention.utils.validation import check_choice, check_positive_int
 from zoo.forecaster.forecast_head import ForecastHead
 from zoo.forecaster.instance_normalization import InstanceNormalization
-from zoo.forecaster.patch_embedding import PatchEmbedding
+from zoo.forecaster.patch_embedding import PatchEmbedding, time_dtype
 
 ATTENTIONS = ("full", "local", "linear")
 
@@ -110,7 +110,7 @@ def build_backbone(
             f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
         )
     history = keras.Input((lookback, None), name="history")
-    end_time = keras.Input((), dtype="int64", name="end_time")
+    end_time = keras.Input((), dtype=time_dtype(), name="end_time")
     time_known = keras.Input((), name="time_known")
     normalised, loc, scale = InstanceNormalization(
         scale=instance_scale, name="instance_norm"
@@ -175,7 +175,7 @@ def attention_model(model):
 
     inputs = {
         "history": keras.Input(model.input["history"].shape[1:], name="history"),
-        "end_time": keras.Input((), dtype="int64", name="end_time"),
+        "end_time": keras.Input((), dtype=time_dtype(), name="end_time"),
         "time_known": keras.Input((), name="time_known"),
     }
     norm = copy(model.get_layer("instance_norm"))

@@ -27,6 +27,18 @@ def patch_layout(lookback, patch_len, stride):
     return num_patches, np.arange(num_patches) * stride
 
 
+def time_dtype():
+    """The dtype of Unix-second inputs: int64, or int32 under JAX without 64-bit
+    types (JAX would truncate int64 to int32 with a warning; int32 holds Unix
+    seconds until 2038)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "int32"
+    return "int64"
+
+
 @keras.saving.register_keras_serializable(package="keras_attention")
 class PatchEmbedding(keras.layers.Layer):
     """Patch tokens of each channel of a series (Nie et al. 2023, "A Time Series
@@ -118,8 +130,9 @@ class PatchEmbedding(keras.layers.Layer):
 
     def patch_end_times(self, end_time):
         """`(B, N)` Unix times of the last step of each patch."""
-        end_time = ops.cast(ops.convert_to_tensor(end_time), "int64")
-        offsets = ops.convert_to_tensor(self._steps_before_end * self.step_seconds, "int64")
+        dtype = time_dtype()
+        end_time = ops.cast(ops.convert_to_tensor(end_time), dtype)
+        offsets = ops.convert_to_tensor(self._steps_before_end * self.step_seconds, dtype)
         return ops.expand_dims(end_time, -1) - offsets[None, :]
 
     def call(self, inputs, training=None):
