@@ -84,11 +84,8 @@ def zoo_roots():
     Returns:
         A list of resolved `pathlib.Path`s.
     """
-    roots = [(pathlib.Path(__file__).resolve().parent / "checkpoints")]
-    value = os.environ.get(ENV_VAR, "")
-    if value:
-        roots.append(pathlib.Path(value).expanduser().resolve())
-    return roots
+    packaged = pathlib.Path(__file__).resolve().parent / "checkpoints"
+    return list(dict.fromkeys([packaged, checkpoints_root().resolve()]))
 
 
 def zoo_root_of(directory):

@@ -198,10 +198,14 @@ class Captioner:
         Raises:
             ValueError: the checkpoint has no familiarity profile.
         """
+        return self.familiarity_pixels(self.preprocess(images), batch_size)
+
+    def familiarity_pixels(self, pixels, batch_size=128):
+        """`familiarity` of preprocessed images `(B, S, S, 3)` float32 in [0, 1]."""
         if self.familiarity_profile is None:
             raise ValueError("This captioner's checkpoint has no familiarity profile "
                              f"({familiarity_lib.FILE_NAME}). Received: familiarity=None")
-        features = self.image_features(self.preprocess(images), batch_size)
+        features = self.image_features(pixels, batch_size)
         distances = familiarity_lib.distances(self.familiarity_profile, features)
         return distances, distances <= float(self.familiarity_profile["threshold"])
 

@@ -54,9 +54,10 @@ def run(args):
 
     captioner = zoo.load(args.model, directory=args.checkpoint)
     if args.images:
-        captions = captioner.caption(args.images, beam_width=args.beam_size)
+        pixels = captioner.preprocess(args.images)  # each file decoded once
+        captions = captioner.caption_pixels(pixels, beam_width=args.beam_size)
         for image, caption, familiarity in zip(args.images, captions,
-                                               _familiarity(captioner, args.images)):
+                                               _familiarity(captioner, pixels)):
             print(f"{image}\t{caption}{familiarity}")
     if args.explain is not None:
         result = captioner.attention_maps(args.images[0], beam_width=args.beam_size)
@@ -70,12 +71,12 @@ def run(args):
     return 0
 
 
-def _familiarity(captioner, images):
-    """A column per image: its distance from the training images, and `unfamiliar
-    image` beyond the checkpoint's threshold (nothing without a profile)."""
+def _familiarity(captioner, pixels):
+    """A column per preprocessed image: its distance from the training images, and
+    `unfamiliar image` beyond the checkpoint's threshold (nothing without a profile)."""
     if captioner.familiarity_profile is None:
-        return [""] * len(images)
-    distances, familiar = captioner.familiarity(images)
+        return [""] * len(pixels)
+    distances, familiar = captioner.familiarity_pixels(pixels)
     threshold = float(captioner.familiarity_profile["threshold"])
     return [f"\tdistance {d:.1f} (familiar up to {threshold:.1f})" if ok else
             f"\tunfamiliar image: distance {d:.1f} from the training images (familiar up "
