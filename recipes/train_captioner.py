@@ -13,7 +13,8 @@ split, and each training image is kept from retrieving itself.
 Steps: check that the Debian data packages are installed (a missing one stops the
 recipe with the command that installs it; `--install_data=true` runs apt-get
 itself, as root), read and clean the captions, render and preprocess the images
-into the cache folder, split by image, build the word vocabulary on the training captions, train
+into the cache folder, split by image, build the word vocabulary on the training
+captions, train
 with the shared loop (`recipes.training.fit`), then evaluate on the test split
 (CIDEr-D and BLEU-4) together with three baselines computed in the same run
 (most frequent training caption; nearest-neighbour caption retrieval with raw
@@ -336,7 +337,8 @@ def main(argv=None):
         trainer = SelfCriticalTrainer(
             captioner, train, splits["valid"], config.workdir, config.scst_samples,
             config.scst_images_per_step, config.scst_learning_rate, config.seed,
-            config.jit_compile, mark_end=config.scst_mark_end, run_eagerly=config.smoke and not config.jit_compile)
+            config.jit_compile, mark_end=config.scst_mark_end,
+            run_eagerly=config.smoke and not config.jit_compile)
         scst = trainer.fit(config.scst_epochs, verbose=config.verbose)
         scst["session_seconds"] = time.perf_counter() - scst_start
         info["train_seconds"] += scst["session_seconds"]
