@@ -1,11 +1,71 @@
 """Base class of every attention layer: the `keras.layers.MultiHeadAttention` call
-convention, input checks, mask merging and zeros for fully masked query rows.
+convention, input checks, masks, capabilities and zeros for fully masked query rows.
 
-Shape legend: B batch, T query length, S key length, F features.
+Shape legend: B batch, T query length, S key length, F features, N query heads,
+K key/value heads (N % K == 0), H key head dim, V value head dim, O output features.
 
-A subclass implements one hook, `_compute_attention`, and inherits everything else,
-so every layer takes the same call arguments and follows the same mask rules.
+`BaseAttention.call` is the only `call` of the attention family. Layers with query,
+key, value and output projections subclass `ProjectedAttention`, which owns the
+projections and everything around them, and override one per-head hook:
+
+    def _attend_heads(self, query, key, value, masks, *, use_causal_mask, training,
+                      return_weights, bias=None):
+        ...
+        return output, weights, rows
+
+Arguments of the hook:
+
+- `query (B, T, N, H)`, `key (B, S, K, H)`, `value (B, S, K, V)`: the projected
+  heads, already transformed by a rotary position encoding and, with a key/value
+  cache, read from the updated cache (S is then the cache length).
+- `masks`: an `AttentionMasks` of booleans, True where attention is allowed, kept
+  apart so that nothing forms a `(T, S)` tensor unless the caller gave one:
+  `query (B, T)` the real query rows (the base zeroes the others; the hook may
+  ignore it), `key (B|1, S)` the keys that may be attended (value and key masks,
+  and the written slots of a cache), `full (B|1, T, S)` the explicit
+  `attention_mask` (only for layers that declare `supports_attention_mask`), and
+  `query_start`, the key position of query 0 when a cache is used (None: query i
+  sits at key position `i + S - T`, bottom-right, as in `masks.causal_mask`).
+- `use_causal_mask`: query i attends only keys at or before its position.
+- `training`: a Python bool or None; dropout applies when it is true.
+- `return_weights`: the caller needs the `(B, N, T, S)` weights (scores asked for,
+  an attention recorder, or a position encoding that reads them).
+- `bias`: None, or a float32 logits bias broadcastable to `(B, N, T, S)` from the
+  position encoding (ALiBi, T5, Shaw). Only layers that declare
+  `supports_logits_bias` ever receive one.
+
+It returns `output (B, T, N, V)` in the query's dtype, `weights (B, N, T, S)` or
+None (never None when `return_weights`), and `rows (B|1, T)` or None: True where
+a query row attended at least one key. None lets the base derive the rows from
+`masks` and the causal flag as for full attention (`_rows`); a hook that restricts
+the keys further (a band, a sparse pattern) returns its own rows. Rows with no
+allowed key must be finite; the base turns them into zeros.
+
+The base does the rest, once for every layer: checks inputs and masks, raises the
+errors of undeclared capabilities, folds `attention_axes` of higher-rank inputs
+into sequences, projects, applies the position encoding and the cache, adds a
+position encoding's value term, applies the analysis head mask and the gate,
+combines the heads with the output projection, and zeroes the rows of padded
+queries and of queries with no allowed key (output and weights).
+
+Capabilities are class attributes; the base raises a `ValueError` naming the
+argument when a call needs one the layer lacks:
+
+- `supports_attention_scores`: can return the full weight matrix.
+- `supports_cache`: takes `cache`/`cache_index` (key/value cache for decoding).
+- `supports_cross_attention`: `value` may differ from `query`.
+- `supports_attention_mask`: takes an explicit `attention_mask`.
+- `supports_logits_bias`: takes position encodings that add a logits bias.
+
+Layers without projections (additive, Luong, monotonic, cross-modal attention)
+and variants not yet on the per-head hook implement the older whole-layer hook
+`_compute_attention(query, key, value, mask, use_causal_mask, training,
+return_attention_scores)` with the masks merged into one `(B, T, S)` tensor;
+`call` routes each layer to the hook it implements.
 """
+
+import collections
+import functools
 
 import keras
 from keras import ops
@@ -28,6 +88,67 @@ def _static_le(a, b):
     return isinstance(a, int) and isinstance(b, int) and a <= b
 
 
+#: The call's masks, kept apart (see the module docstring).
+AttentionMasks = collections.namedtuple(
+    "AttentionMasks", ["query", "key", "full", "query_start"], defaults=[None] * 4
+)
+
+# Methods of the whole-layer hook; a class that overrides one of them below the
+# class that defines `_attend_heads` still runs on the whole-layer hook.
+_WHOLE_LAYER_HOOKS = ("_compute_attention", "_attend", "_merge_masks", "_valid_rows")
+
+
+def _owner(cls, name):
+    """The class in `cls`'s MRO that defines `name`, or None."""
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
+
+
+@functools.cache
+def _uses_head_hook(cls):
+    """True when `cls` runs on `_attend_heads`, False on `_compute_attention`."""
+    owner = _owner(cls, "_attend_heads")
+    if owner is None or owner is BaseAttention:
+        return False
+    for name in _WHOLE_LAYER_HOOKS:
+        other = _owner(cls, name)
+        if other is not None and other is not owner and issubclass(other, owner):
+            return False
+    return True
+
+
+def key_rows(key_valid, query_length, key_length, query_start=None, window_size=None,
+             causal=False):
+    """`(B|1, T)`: True where query i has an allowed key in its range, or None
+    when every row statically has one.
+
+    Query i sits at key position `p = i + query_start` (default `S - T`); its range
+    is `|p - j| <= window_size` (`0 <= p - j <= window_size` when causal), unbounded
+    when `window_size` is None. Computed from a prefix count of the valid keys:
+    O(B * (T + S)), no `(T, S)` tensor.
+    """
+    if key_valid is None and (query_start is not None
+                              or _static_le(query_length, key_length)):
+        return None  # every query sits on a key, which is inside its range
+    start = key_length - query_length if query_start is None else query_start
+    p = ops.arange(query_length, dtype="int32") + ops.cast(start, "int32")  # (T,)
+    last = ops.cast(key_length, "int32") - 1
+    lo = ops.zeros_like(p) if window_size is None else p - window_size
+    if causal:
+        hi = p
+    else:
+        hi = ops.full_like(p, last) if window_size is None else p + window_size
+    lo, hi = ops.maximum(lo, 0), ops.minimum(hi, last)  # (T,)
+    nonempty = (hi >= lo)[None]  # (1, T)
+    if key_valid is None:
+        return nonempty
+    counts = ops.cumsum(ops.cast(key_valid, "int32"), axis=1)  # (B, S)
+    counts = ops.pad(counts, [[0, 0], [1, 0]])  # (B, S + 1), counts[:, j] = sum(< j)
+    size = ops.cast(key_length, "int32")
+    inside = (ops.take(counts, ops.clip(hi + 1, 0, size), axis=1)
+              - ops.take(counts, ops.clip(lo, 0, size), axis=1))  # (B, T)
+    return ops.logical_and(nonempty, inside > 0)
+
+
 class CheckedInputs:
     """Mixin for a Keras layer: text or object arrays passed to the layer raise a
     `TypeError` naming the argument, before the backend tries to convert them."""
@@ -40,17 +161,22 @@ class CheckedInputs:
 class BaseAttention(CheckedInputs, keras.layers.Layer):
     """Shared call convention of the attention layers (not used directly).
 
-    Subclasses override `_compute_attention` and may set
-    `supports_attention_scores = False` when they cannot form a full weight matrix
-    cheaply; asking such a layer for scores raises a `ValueError`.
+    See the module docstring for the per-head hook `_attend_heads` and the
+    capabilities a subclass declares. `supports_attention_scores = False` marks a
+    layer that cannot form a full weight matrix cheaply; asking it for scores
+    raises a `ValueError`.
 
     Two hooks serve `keras_attention.analysis`: an attention recorder (set by
     `capture_attention`) makes every call compute its weights and pass them to the
     recorder, and a head mask (set by `mask_heads`) scales the per-head outputs
-    before the output projection (subclasses apply it with `_mask_heads`).
+    before the output projection (`_mask_heads`).
     """
 
     supports_attention_scores = True
+    supports_cache = False
+    supports_cross_attention = True
+    supports_attention_mask = True
+    supports_logits_bias = True
 
     # Analysis hooks (see `keras_attention.analysis`): set on an instance by
     # `capture_attention` and `mask_heads` for the duration of a `with` block. They
@@ -119,6 +245,10 @@ class BaseAttention(CheckedInputs, keras.layers.Layer):
                     "`key` and `value` must have the same sequence length. "
                     f"Received: key.shape={tuple(key_shape)}, value.shape={tuple(value_shape)}"
                 )
+        self._check_batch_sizes(query_shape, value_shape, key_shape)
+
+    @staticmethod
+    def _check_batch_sizes(query_shape, value_shape, key_shape=None):
         shapes = [("query", query_shape), ("value", value_shape)]
         if key_shape is not None:
             shapes.append(("key", key_shape))
@@ -144,23 +274,14 @@ class BaseAttention(CheckedInputs, keras.layers.Layer):
     def _merge_masks(self, query, key, query_mask, value_mask, key_mask, attention_mask,
                      key_length=None):
         """AND of the masks as one boolean `(B, T, S)` tensor, or None."""
-        b, t = query.shape[0], query.shape[1]
-        s = key.shape[1] if key_length is None else key_length
-        parts = []
-        if query_mask is not None:
-            query_mask = ops.convert_to_tensor(query_mask)
-            self._check_mask("query_mask", query_mask, (b, t))
-            parts.append(ops.cast(query_mask, "bool")[:, :, None])  # (B, T, 1)
-        for name, m in (("value_mask", value_mask), ("key_mask", key_mask)):
-            if m is not None:
-                m = ops.convert_to_tensor(m)
-                self._check_mask(name, m, (b, s))
-                parts.append(ops.cast(m, "bool")[:, None, :])  # (B, 1, S)
-        if attention_mask is not None:
-            attention_mask = ops.convert_to_tensor(attention_mask)
-            self._check_mask("attention_mask", attention_mask, (b, t, s))
-            parts.append(ops.cast(attention_mask, "bool"))  # (B, T, S)
-        return masks_lib.merge_masks(*parts)
+        s = ops.shape(key)[1] if key_length is None else key_length
+        masks = self._split_masks(query, s, query_mask, value_mask, key_mask,
+                                  attention_mask)
+        return masks_lib.merge_masks(
+            None if masks.query is None else masks.query[:, :, None],  # (B, T, 1)
+            None if masks.key is None else masks.key[:, None, :],  # (B, 1, S)
+            masks.full,  # (B|1, T, S)
+        )
 
     @staticmethod
     def _valid_rows(mask, use_causal_mask, query_length, key_length, query_start):
@@ -198,11 +319,166 @@ class BaseAttention(CheckedInputs, keras.layers.Layer):
         use_causal_mask=False,
         return_attention_scores=False,
         training=None,
+        cache=None,
+        cache_index=None,
     ):
-        return self._attention_call(
+        if cache is None and cache_index is not None:
+            raise ValueError(
+                "`cache_index` is only used together with `cache`. "
+                f"Received: cache=None, cache_index={cache_index!r}"
+            )
+        if cache is not None and not self.supports_cache:
+            raise ValueError(
+                f"{type(self).__name__} does not support a key/value cache. Received: "
+                f"cache with shape={tuple(cache.shape)}"
+            )
+        if not _uses_head_hook(type(self)):
+            extra = {}
+            if cache is not None:
+                self._check_cache(cache, cache_index, query)
+                extra = dict(key_length=ops.shape(cache)[2], query_start=cache_index,
+                             cache=cache, cache_index=cache_index)
+            return self._attention_call(
+                query, value, key, query_mask, value_mask, key_mask, attention_mask,
+                use_causal_mask, return_attention_scores, training, **extra,
+            )
+        query, value, key = self._checked_inputs(query, value, key)
+        self._check_capabilities(query, value, key, attention_mask, return_attention_scores)
+        if cache is not None:
+            self._check_cache(cache, cache_index, query)
+        return self._forward(
             query, value, key, query_mask, value_mask, key_mask, attention_mask,
-            use_causal_mask, return_attention_scores, training,
+            bool(use_causal_mask), bool(return_attention_scores), training, cache,
+            cache_index,
         )
+
+    def _checked_inputs(self, query, value, key):
+        """Floating inputs of equal rank (3, or more for `attention_axes`) with the
+        same batch size; `key` defaults to `value`. Clears their implicit masks."""
+        for name, x in (("query", query), ("value", value), ("key", key)):
+            if x is not None:
+                check_floating(name, x)
+        key = value if key is None else key
+        for x in (query, value, key):
+            _clear_keras_mask(x)  # masks arrive as arguments; sublayers must not see them
+        rank = len(query.shape)
+        layout = "(batch, seq, features)"
+        if not self._folds_axes() or rank < 3:
+            check_rank("query", query.shape, 3, layout)
+        for name, x in (("value", value), ("key", key)):
+            check_rank(name, x.shape, rank, "equal to the query's" if rank > 3 else layout)
+        if tuple(value.shape[1:-1]) != tuple(key.shape[1:-1]):
+            raise ValueError(
+                "All dimensions of `value` and `key`, except the last one, must be "
+                f"equal. Received: value_shape={tuple(value.shape)} and "
+                f"key_shape={tuple(key.shape)}"
+            )
+        self._check_batch_sizes(query.shape, value.shape, key.shape)
+        return query, value, key
+
+    def _folds_axes(self):
+        """Whether inputs of rank > 3 are accepted (attention over several axes)."""
+        return False
+
+    def _check_capabilities(self, query, value, key, attention_mask, return_scores):
+        name = type(self).__name__
+        if return_scores and not self.supports_attention_scores:
+            raise ValueError(
+                f"{name} does not form a full attention weight matrix, so it cannot "
+                "return attention scores. Received: return_attention_scores=True"
+            )
+        if not self.supports_cross_attention and (value is not query or key is not value):
+            raise ValueError(
+                f"{name} only does self-attention: `value` and `key` must be the "
+                "`query` tensor itself. Received: a different value or key tensor"
+            )
+        if attention_mask is not None and not self.supports_attention_mask:
+            raise ValueError(
+                f"{name} does not take an explicit `attention_mask` (use "
+                "`query_mask`/`value_mask`). Received: attention_mask with "
+                f"shape={tuple(attention_mask.shape)}"
+            )
+
+    def _check_cache(self, cache, cache_index, query):
+        """Raise unless `cache` and `cache_index` fit this layer."""
+
+    def _forward(self, query, value, key, query_mask, value_mask, key_mask,
+                 attention_mask, use_causal_mask, return_attention_scores, training,
+                 cache, cache_index):
+        """Everything around `_attend_heads`: implemented by `ProjectedAttention`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _forward")
+
+    def _attend_heads(self, query, key, value, masks, *, use_causal_mask, training,
+                      return_weights, bias=None):
+        """The per-head hook; see the module docstring."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _attend_heads")
+
+    # ------------------------------------------------------------------ vector masks
+    def _split_masks(self, query, key_length, query_mask, value_mask, key_mask,
+                     attention_mask):
+        """The call's masks as an `AttentionMasks` of booleans, shapes checked.
+
+        `attention_mask` may be `(T, S)`, `(1, T, S)` or `(B, T, S)` (any axis of
+        size 1 broadcasts, as in Keras); it becomes `(B|1, T, S)`.
+        """
+        b, t = query.shape[0], query.shape[1]
+        s = key_length if isinstance(key_length, int) else None
+        query_valid = None
+        if query_mask is not None:
+            query_mask = ops.convert_to_tensor(query_mask)
+            self._check_mask("query_mask", query_mask, (b, t))
+            query_valid = ops.cast(query_mask, "bool")  # (B, T)
+        key_valid = None
+        for name, m in (("value_mask", value_mask), ("key_mask", key_mask)):
+            if m is not None:
+                m = ops.convert_to_tensor(m)
+                self._check_mask(name, m, (b, s))
+                key_valid = masks_lib.merge_masks(key_valid, m)  # (B, S)
+        full = None
+        if attention_mask is not None:
+            full = self._broadcast_attention_mask(attention_mask, b, t, s,
+                                                  ops.shape(query)[1], key_length)
+        return AttentionMasks(query_valid, key_valid, full)
+
+    @staticmethod
+    def _broadcast_attention_mask(mask, b, t, s, t_dyn, s_dyn):
+        """`(T, S)`, `(1, T, S)` or `(B, T, S)` (axes of size 1 broadcast) ->
+        boolean `(B|1, T, S)`."""
+        mask = ops.convert_to_tensor(mask)
+        shape = tuple(mask.shape)
+        ok = len(shape) in (2, 3)
+        if ok:
+            full = (1,) * (3 - len(shape)) + shape
+            ok = all(got in (1, None) or want is None or got == want
+                     for got, want in zip(full, (b, t, s)))
+        if not ok:
+            raise ValueError(
+                "`attention_mask` must have shape (batch, query_len, key_len) = "
+                f"{(b, t, s)}, or broadcast to it ((query_len, key_len) or "
+                f"(1, query_len, key_len)). Received: shape={shape}"
+            )
+        mask = ops.cast(mask, "bool")
+        if len(shape) == 2:
+            mask = mask[None]
+        if any(got == 1 and want != 1 for got, want in zip(shape[-2:], (t, s))):
+            mask = ops.broadcast_to(mask, (ops.shape(mask)[0], t_dyn, s_dyn))
+        return mask
+
+    @staticmethod
+    def _rows(masks, use_causal_mask, query_length, key_length):
+        """`(B|1, T)` rows with at least one allowed key under full attention
+        restricted by `masks` and the causal flag, or None when all rows have one.
+        Forms a `(T, S)` tensor only when `masks.full` is given."""
+        if masks.full is None:
+            return key_rows(masks.key, query_length, key_length, masks.query_start,
+                            causal=use_causal_mask)
+        parts = [masks.full]
+        if masks.key is not None:
+            parts.append(masks.key[:, None, :])  # (B, 1, S)
+        if use_causal_mask:
+            parts.append(masks_lib.causal_mask(query_length, key_length,
+                                               masks.query_start)[None])  # (1, T, S)
+        return ops.any(masks_lib.merge_masks(*parts), axis=-1)  # (B|1, T)
 
     def _attention_call(self, query, value, key, query_mask, value_mask, key_mask,
                         attention_mask, use_causal_mask, return_attention_scores,

@@ -1,5 +1,6 @@
-"""Multi-head scaled dot-product attention with GQA/MQA, a KV cache and pluggable
-position encodings.
+"""Multi-head scaled dot-product attention with GQA/MQA, a KV cache, sliding
+windows and pluggable position encodings: a superset of
+`keras.layers.MultiHeadAttention`.
 
 Shape legend: B batch, T query length, S key length, F features, N query heads,
 K key/value heads, H key head dim, V value head dim, O output features.
@@ -9,85 +10,34 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.layers.attention.base_attention import BaseAttention
-from keras_attention.layers.encodings.attention_position_encoding import (
-    AttentionPositionEncoding,
+from keras_attention.layers.attention.base_attention import key_rows
+from keras_attention.layers.attention.projected_attention import ProjectedAttention
+from keras_attention.ops.attention import (
+    prepare_mask,
+    repeat_kv_heads,
+    scaled_dot_product_attention,
 )
-from keras_attention.ops.attention import scaled_dot_product_attention
-from keras_attention.utils.validation import check_choice, check_positive_int, check_rate
+from keras_attention.ops.sliding_window import sliding_window_attention
+from keras_attention.utils.validation import check_choice, check_positive_int
 
 IMPLEMENTATIONS = ("auto", "full", "chunked")
 # Above this many query x key positions, implementation="auto" uses chunked attention.
 AUTO_CHUNK_THRESHOLD = 4096 * 4096
 
 
-class _Projection(keras.layers.EinsumDense):
-    """`EinsumDense` for the query, key, value and output projections.
-
-    The attention layer applies the masks itself: Keras passes a tensor's implicit
-    mask in as `query_mask`/`value_mask`, and `BaseAttention` clears it from the
-    tensor. On JAX, Keras keeps that mask beside the array, out of reach of its
-    public API, so the projection still sees it; it accepts it and passes no mask
-    on, where `EinsumDense` warns that it drops the mask.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.supports_masking = True
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return None
-
-
-def resolve_position_encoding(position_encoding, num_heads):
-    """An `AttentionPositionEncoding` from an instance, a config dict or a short name."""
-    if position_encoding is None or isinstance(position_encoding, AttentionPositionEncoding):
-        return position_encoding
-    if isinstance(position_encoding, dict):
-        layer = keras.saving.deserialize_keras_object(position_encoding)
-    elif isinstance(position_encoding, str):
-        layer = _named_position_encoding(position_encoding, num_heads)
-    else:
-        layer = None
-    if not isinstance(layer, AttentionPositionEncoding):
-        raise ValueError(
-            "`position_encoding` must be an attention position encoding layer "
-            "(RotaryEmbedding, ALiBi, RelativePositionBias, RelativePositionEmbedding), "
-            "its config, or one of 'rotary', 'alibi', 't5', 'shaw'. "
-            f"Received: position_encoding={position_encoding!r}"
-        )
-    return layer
-
-
-def _named_position_encoding(name, num_heads):
-    """A default encoding for a short name, or None for an unknown name."""
-    from keras_attention.layers.encodings.alibi import ALiBi
-    from keras_attention.layers.encodings.relative_position_bias import RelativePositionBias
-    from keras_attention.layers.encodings.relative_position_embedding import (
-        RelativePositionEmbedding,
-    )
-    from keras_attention.layers.encodings.rotary_embedding import RotaryEmbedding
-
-    makers = {
-        "rotary": RotaryEmbedding,
-        "alibi": lambda: ALiBi(num_heads),
-        "t5": lambda: RelativePositionBias(num_heads),
-        "shaw": lambda: RelativePositionEmbedding(max_distance=16),
-    }
-    return makers[name]() if name in makers else None
-
-
 @keras.saving.register_keras_serializable(package="keras_attention")
-class MultiHeadAttention(BaseAttention):
+class MultiHeadAttention(ProjectedAttention):
     """Multi-head attention (Vaswani et al. 2017), a drop-in for
     `keras.layers.MultiHeadAttention`.
 
     Queries, keys and values are projected per head, attended with scaled
-    dot-product attention and projected back. `num_key_value_heads` below
-    `num_heads` gives grouped-query attention (Ainslie et al. 2023); 1 gives
-    multi-query attention (Shazeer 2019). A KV cache supports incremental decoding,
-    and rotary, ALiBi, T5 and Shaw position encodings plug in through
-    `position_encoding`.
+    dot-product attention and projected back. It takes every argument of Keras's
+    layer with the same meaning, and more: `num_key_value_heads` below
+    `num_heads` gives grouped-query attention (Ainslie et al. 2023), 1 gives
+    multi-query attention (Shazeer 2019); a KV cache supports incremental decoding;
+    rotary, ALiBi, T5 and Shaw position encodings plug in through
+    `position_encoding`; `sliding_window` runs on a band kernel in
+    O(T * window) time and memory.
 
     Args:
         num_heads: number of query heads N.
@@ -97,7 +47,24 @@ class MultiHeadAttention(BaseAttention):
             defaults to `num_heads`.
         dropout: dropout rate on the attention weights.
         use_bias: whether the projections have biases.
-        output_dim: output features; defaults to the query's features.
+        output_shape: output features: an int, or a tuple for several output
+            axes; defaults to the query's features.
+        attention_axes: for inputs of rank > 3 such as `(B, H, W, C)` images, the
+            axes attended over (int or tuple); the other axes act as batch axes.
+            None attends over every axis but the batch and the features.
+        sliding_window: None, or a positive int s: query i attends only keys j
+            with `|i - j| < s` (Keras's meaning; with `use_causal_mask`,
+            `0 <= i - j < s`). Without an explicit `attention_mask`, scores,
+            dropout or a logits bias it runs on
+            `keras_attention.ops.sliding_window_attention`, never forming a
+            `(T, S)` mask. When `T != S` query i sits at key position
+            `i + S - T` (bottom-right, as the causal mask).
+        flash_attention: None (let Keras decide, see
+            `keras.config.enable_flash_attention`), True or False; passed to
+            `keras.ops.dot_product_attention` on the fused path. True cannot be
+            combined with dropout or attention scores.
+        use_gate: multiply each head's output by a sigmoid gate projected from
+            the query (Qiu et al. 2025), as Keras's `use_gate`.
         position_encoding: an `AttentionPositionEncoding` layer (RotaryEmbedding,
             ALiBi, RelativePositionBias, RelativePositionEmbedding), its config, or
             one of `"rotary"`, `"alibi"`, `"t5"`, `"shaw"`.
@@ -107,16 +74,26 @@ class MultiHeadAttention(BaseAttention):
             `T * S > 4096 * 4096` and no scores, full otherwise).
         query_chunk_size, key_chunk_size: block sizes of the chunked path.
         kernel_initializer, bias_initializer: projection initializers.
+        kernel_regularizer, bias_regularizer, activity_regularizer: projection
+            regularizers.
+        kernel_constraint, bias_constraint: projection constraints.
         seed: seed of the attention dropout.
+        output_dim: deprecated former name of `output_shape` (an int), accepted
+            so that older configs and code keep working.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
+    The projections are public, as in Keras: `query_dense`, `key_dense`,
+    `value_dense` and `output_dense` (e.g. `layer.query_dense.enable_lora(4)`),
+    and `model.quantize("int8")` quantizes them.
+
     Call arguments:
-        query: `(B, T, F)`.
+        query: `(B, T, F)` (or `(B, *D, F)` with `attention_axes`).
         value: `(B, S, F_v)`.
         key: `(B, S, F_k)`, defaults to `value`.
         query_mask, value_mask, key_mask: boolean `(B, T)` / `(B, S)` masks; filled
             from Keras implicit masks when not given.
-        attention_mask: boolean `(B, T, S)`, True where attention is allowed.
+        attention_mask: boolean `(B, T, S)`, True where attention is allowed;
+            `(T, S)` and `(1, T, S)` broadcast over the batch.
         use_causal_mask: query i attends keys `j <= i + (S - T)`.
         return_attention_scores: also return the `(B, N, T, S)` weights.
         training: enables dropout.
@@ -127,7 +104,7 @@ class MultiHeadAttention(BaseAttention):
             tensor); required with `cache`.
 
     Returns:
-        `output (B, T, O)`; `(output, scores)` with `return_attention_scores`;
+        `output (B, T, *O)`; `(output, scores)` with `return_attention_scores`;
         `(output, cache)` or `(output, scores, cache)` when a cache is given.
         Query rows with no allowed key are zeros.
 
@@ -140,120 +117,88 @@ class MultiHeadAttention(BaseAttention):
     (2, 16, 64)
     """
 
+    supports_cache = True
+
     def __init__(
         self,
         num_heads,
         key_dim,
         value_dim=None,
-        num_key_value_heads=None,
         dropout=0.0,
         use_bias=True,
-        output_dim=None,
+        output_shape=None,
+        attention_axes=None,
+        sliding_window=None,
+        flash_attention=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        use_gate=False,
+        seed=None,
+        num_key_value_heads=None,
         position_encoding=None,
         implementation="auto",
         query_chunk_size=512,
         key_chunk_size=512,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_heads = check_positive_int("num_heads", num_heads)
-        self.key_dim = check_positive_int("key_dim", key_dim)
-        self.value_dim = check_positive_int("value_dim", value_dim, allow_none=True)
-        self.num_key_value_heads = check_positive_int(
-            "num_key_value_heads", num_key_value_heads, allow_none=True
+        super().__init__(
+            num_heads,
+            key_dim,
+            value_dim=value_dim,
+            num_key_value_heads=num_key_value_heads,
+            dropout=dropout,
+            use_bias=use_bias,
+            output_shape=output_shape,
+            attention_axes=attention_axes,
+            use_gate=use_gate,
+            position_encoding=position_encoding,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            seed=seed,
+            **kwargs,
         )
-        kv_heads = self.num_key_value_heads or self.num_heads
-        if self.num_heads % kv_heads:
+        if sliding_window is not None and (
+            isinstance(sliding_window, bool) or not isinstance(sliding_window, int)
+            or sliding_window <= 0
+        ):
             raise ValueError(
-                "`num_heads` must be a multiple of `num_key_value_heads`. "
-                f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
+                "`sliding_window` must be `None` or a positive integer. "
+                f"Received: sliding_window={sliding_window}"
             )
-        self.dropout = check_rate("dropout", dropout)
-        self.use_bias = bool(use_bias)
-        self.output_dim = check_positive_int("output_dim", output_dim, allow_none=True)
+        self.sliding_window = sliding_window
+        if flash_attention not in (None, True, False):
+            raise ValueError(
+                "`flash_attention` must be None, True or False. "
+                f"Received: flash_attention={flash_attention!r}"
+            )
+        self.flash_attention = flash_attention
+        if self._flash() and self.dropout > 0.0:
+            raise ValueError(
+                "Dropout is not supported when flash attention is enabled. Please set "
+                "dropout to 0.0 to use flash attention. Received: "
+                f"dropout={self.dropout}, flash_attention={flash_attention}"
+            )
         self.implementation = check_choice("implementation", implementation, IMPLEMENTATIONS)
         self.query_chunk_size = check_positive_int("query_chunk_size", query_chunk_size)
         self.key_chunk_size = check_positive_int("key_chunk_size", key_chunk_size)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.seed = seed
-        self.position_encoding = resolve_position_encoding(position_encoding, self.num_heads)
-        self._kv_heads = kv_heads
-        self._value_dim = self.value_dim or self.key_dim
-        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout else None
 
-    # ------------------------------------------------------------------ build
-    def _dense(self, name, equation, output_shape, bias_axes):
-        return _Projection(
-            equation,
-            output_shape=output_shape,
-            bias_axes=bias_axes if self.use_bias else None,
-            kernel_initializer=keras.initializers.get(
-                keras.initializers.serialize(self.kernel_initializer)
-            ),
-            bias_initializer=keras.initializers.get(
-                keras.initializers.serialize(self.bias_initializer)
-            ),
-            dtype=self.dtype_policy,
-            name=name,
-        )
+    def _flash(self):
+        """The effective flash-attention setting: the argument, else Keras's global."""
+        if self.flash_attention is not None:
+            return self.flash_attention
+        return keras.config.is_flash_attention_enabled()
 
-    def build(self, query_shape, value_shape, key_shape=None):
-        key_shape = value_shape if key_shape is None else key_shape
-        self._check_input_shapes(query_shape, value_shape, key_shape)
-        n, k, h, v = self.num_heads, self._kv_heads, self.key_dim, self._value_dim
-        out = self.output_dim or query_shape[-1]
-        self._query_dense = self._dense("query", "btf,fnh->btnh", (None, n, h), "nh")
-        self._query_dense.build(query_shape)
-        self._key_dense = self._dense("key", "bsf,fkh->bskh", (None, k, h), "kh")
-        self._key_dense.build(key_shape)
-        self._value_dense = self._dense("value", "bsf,fkv->bskv", (None, k, v), "kv")
-        self._value_dense.build(value_shape)
-        self._output_dense = self._dense("attention_output", "btnv,nvo->bto", (None, out), "o")
-        self._output_dense.build((query_shape[0], query_shape[1], n, v))
-        if self.position_encoding is not None:
-            self.position_encoding.check_attention_shapes(n, h, v)
-            if not self.position_encoding.built:
-                self.position_encoding.build((None, None, n, h))
-        self.built = True
-
-    # ------------------------------------------------------------------ call
-    def call(
-        self,
-        query,
-        value,
-        key=None,
-        query_mask=None,
-        value_mask=None,
-        key_mask=None,
-        attention_mask=None,
-        use_causal_mask=False,
-        return_attention_scores=False,
-        training=None,
-        cache=None,
-        cache_index=None,
-    ):
-        if cache is None:
-            if cache_index is not None:
-                raise ValueError(
-                    "`cache_index` is only used together with `cache`. "
-                    f"Received: cache=None, cache_index={cache_index!r}"
-                )
-            return self._attention_call(
-                query, value, key, query_mask, value_mask, key_mask, attention_mask,
-                use_causal_mask, return_attention_scores, training,
-            )
-        self._check_cache(cache, cache_index, query)
-        return self._attention_call(
-            query, value, key, query_mask, value_mask, key_mask, attention_mask,
-            use_causal_mask, return_attention_scores, training,
-            key_length=ops.shape(cache)[2], query_start=cache_index,
-            cache=cache, cache_index=cache_index,
-        )
-
+    # ------------------------------------------------------------------ cache
     def _check_cache(self, cache, cache_index, query):
         expected = (query.shape[0], 2, None, self._kv_heads, self.key_dim)
         self._check_mask("cache", cache, expected)
@@ -265,47 +210,63 @@ class MultiHeadAttention(BaseAttention):
         if cache_index is None:
             raise ValueError("`cache_index` is required with `cache`. Received: cache_index=None")
 
-    def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
-                           return_attention_scores, cache=None, cache_index=None):
-        q = self._query_dense(query)  # (B, T, N, H)
-        k = self._key_dense(key)  # (B, S, K, H)
-        v = self._value_dense(value)  # (B, S, K, V)
-        t = ops.shape(q)[1]
-        if cache is None:
-            s = ops.shape(k)[1]
-            query_start, key_start = s - t, 0
-        else:
-            query_start = key_start = cache_index
-        pe = self.position_encoding
-        if pe is not None:
-            q, k = pe.transform_query_key(q, k, query_start, key_start)
-        if cache is not None:
-            cache = self._update_cache(cache, cache_index, k, v)
-            k, v = cache[:, 0], cache[:, 1]  # (B, S_max, K, H)
-            mask = masks_lib.merge_masks(mask, self._cache_mask(t, ops.shape(k)[1],
-                                                                 cache_index,
-                                                                 use_causal_mask))
-            use_causal_mask = False
-        mask = None if mask is None else mask[:, None]  # (B, 1, T, S)
-        bias = None
-        if pe is not None:
-            bias = pe.attention_bias(q, ops.shape(k)[1], query_start, 1.0 / self.key_dim**0.5)
-        need_weights = return_attention_scores or (pe is not None and pe.requires_weights)
-        output, scores = self._attend(q, k, v, mask=mask, bias=bias,
-                                      causal=use_causal_mask, training=training,
-                                      return_weights=need_weights)
-        if pe is not None and pe.requires_weights:
-            output = output + ops.cast(pe.value_term(scores, query_start), output.dtype)
-        output = self._output_dense(self._mask_heads(output))  # (B, T, O)
-        scores = scores if return_attention_scores else None
-        return (output, scores) if cache is None else (output, scores, cache)
+    def _use_cache(self, cache, cache_index, key, value):
+        kv = ops.stack([key, value], axis=1)  # (B, 2, T, K, H)
+        cache = ops.slice_update(cache, [0, 0, cache_index, 0, 0], ops.cast(kv, cache.dtype))
+        length = ops.shape(cache)[2]
+        written = ops.arange(length, dtype="int32") < (
+            ops.cast(cache_index, "int32") + ops.shape(key)[1]
+        )  # keys already written
+        return cache[:, 0], cache[:, 1], cache, written[None]  # (B, S_max, K, H), (1, S_max)
+
+    # ------------------------------------------------------------------ per-head hook
+    def _attend_heads(self, query, key, value, masks, *, use_causal_mask, training,
+                      return_weights, bias=None):
+        t, s = ops.shape(query)[1], ops.shape(key)[1]
+        rate = self.dropout if training else 0.0
+        rows = None
+        if self.sliding_window is not None:
+            window = self.sliding_window - 1  # |i - j| < sliding_window
+            if (masks.full is None and masks.query_start is None and bias is None
+                    and not return_weights and not rate):
+                output = sliding_window_attention(
+                    query, key, value, window_size=window, causal=use_causal_mask,
+                    mask=masks.key,
+                )  # (B, T, N, V)
+                return output, None, key_rows(masks.key, t, s, None, window,
+                                              use_causal_mask)
+            band = masks_lib.sliding_window_mask(t, window, s, use_causal_mask,
+                                                 masks.query_start)  # (T, S)
+            masks = masks._replace(full=masks_lib.merge_masks(masks.full, band[None]))
+            rows = self._rows(masks, use_causal_mask, t, s)
+        causal = use_causal_mask
+        full = masks.full
+        if causal and masks.query_start is not None:  # cached decoding
+            full = masks_lib.merge_masks(
+                full, masks_lib.causal_mask(t, s, masks.query_start)[None])
+            causal = False
+        key_valid = None if masks.key is None else masks.key[:, None, :]  # (B|1, 1, S)
+        mask = masks_lib.merge_masks(full, key_valid)  # (B|1, T|1, S) or None
+        output, weights = self._attend(
+            query, key, value, mask=None if mask is None else mask[:, None], bias=bias,
+            causal=causal, training=training, return_weights=return_weights,
+        )
+        return output, weights, rows
 
     def _attend(self, query, key, value, mask, bias, causal, training, return_weights):
-        """Attention on per-head tensors; returns `(output (B, T, N, V), weights or None)`.
+        """Dense attention on per-head tensors with a mask broadcastable to
+        `(B, N, T, S)`; returns `(output (B, T, N, V), weights or None)`.
 
-        The hook that efficient and structured variants override.
+        Variants not yet on `_attend_heads` override this hook.
         """
         rate = self.dropout if training else 0.0
+        flash = self._flash()
+        if flash and return_weights:
+            raise ValueError(
+                "Returning attention scores is not supported when flash attention is "
+                "enabled. Please disable flash attention to access attention scores. "
+                "Received: return_attention_scores=True, flash_attention=True"
+            )
         if self._use_chunked(query, key, return_weights, rate):
             from keras_attention.ops.chunked import chunked_attention
 
@@ -314,11 +275,26 @@ class MultiHeadAttention(BaseAttention):
                 query_chunk_size=self.query_chunk_size, key_chunk_size=self.key_chunk_size,
             )
             return output, None
+        if self.flash_attention is not None and bias is None and not return_weights:
+            return self._flash_path(query, key, value, mask, causal, flash), None
         result = scaled_dot_product_attention(
             query, key, value, mask=mask, bias=bias, causal=causal, dropout_rate=rate,
             training=bool(training), seed=self.seed_generator, return_weights=return_weights,
         )
         return result if return_weights else (result, None)
+
+    def _flash_path(self, query, key, value, mask, causal, flash):
+        """`keras.ops.dot_product_attention` with the layer's `flash_attention`."""
+        t, s = ops.shape(query)[1], ops.shape(key)[1]
+        native_causal = causal and mask is None and query.shape[1] == key.shape[1]
+        if not native_causal:
+            mask = prepare_mask(mask, causal, t, s, (None,) * 4)
+        groups = self.num_heads // self._kv_heads
+        return ops.dot_product_attention(
+            query, repeat_kv_heads(key, groups), repeat_kv_heads(value, groups),
+            mask=mask, scale=1.0 / self.key_dim**0.5, is_causal=native_causal,
+            flash_attention=flash,
+        )
 
     def _attention_scores_unavailable(self):
         if self.implementation == "chunked":
@@ -346,43 +322,45 @@ class MultiHeadAttention(BaseAttention):
         return (not return_weights and not rate and isinstance(t, int) and isinstance(s, int)
                 and t * s > AUTO_CHUNK_THRESHOLD)
 
-    @staticmethod
-    def _update_cache(cache, cache_index, k, v):
-        kv = ops.stack([k, v], axis=1)  # (B, 2, T, K, H)
-        start = [0, 0, cache_index, 0, 0]
-        return ops.slice_update(cache, start, ops.cast(kv, cache.dtype))
-
-    @staticmethod
-    def _cache_mask(query_length, cache_length, cache_index, causal):
-        """`(1, T, S_max)`: keys already written; with `causal`, not after the query."""
-        if causal:
-            return masks_lib.causal_mask(query_length, cache_length, cache_index)[None]
-        written = ops.arange(cache_length, dtype="int32") < (
-            ops.cast(cache_index, "int32") + query_length
-        )
-        return ops.broadcast_to(written[None, None, :], (1, query_length, cache_length))
+    # ------------------------------------------------------------------ whole-layer hook
+    def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
+                           return_attention_scores, cache=None, cache_index=None):
+        """The whole-layer hook with one merged `(B, T, S)` mask, kept for the
+        variants that still override `_attend`; returns `(output, scores[, cache])`."""
+        t = ops.shape(query)[1]
+        if cache is None:
+            query_start, key_start = ops.shape(key)[1] - t, 0
+        else:
+            query_start = key_start = cache_index
+        gate = self._gate_dense(query) if self.use_gate else None
+        q, k, v = self._project(query, key, value, query_start, key_start)
+        if cache is not None:
+            k, v, cache, written = self._use_cache(cache, cache_index, k, v)
+            s = ops.shape(k)[1]
+            causal_part = (masks_lib.causal_mask(t, s, cache_index)[None]
+                           if use_causal_mask else None)
+            mask = masks_lib.merge_masks(mask, written[:, None, :], causal_part)
+            use_causal_mask = False
+        mask = None if mask is None else mask[:, None]  # (B, 1, T, S)
+        bias = self._logits_bias(q, ops.shape(k)[1], query_start)
+        output, scores = self._attend(q, k, v, mask=mask, bias=bias,
+                                      causal=use_causal_mask, training=training,
+                                      return_weights=return_attention_scores
+                                      or self._needs_weights())
+        output = self._add_value_term(output, scores, query_start)
+        output = self._combine_heads(output, gate)  # (B, T, O)
+        scores = scores if return_attention_scores else None
+        return (output, scores) if cache is None else (output, scores, cache)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "num_heads": self.num_heads,
-                "key_dim": self.key_dim,
-                "value_dim": self.value_dim,
-                "num_key_value_heads": self.num_key_value_heads,
-                "dropout": self.dropout,
-                "use_bias": self.use_bias,
-                "output_dim": self.output_dim,
-                "position_encoding": (
-                    None if self.position_encoding is None
-                    else keras.saving.serialize_keras_object(self.position_encoding)
-                ),
+                "sliding_window": self.sliding_window,
+                "flash_attention": self.flash_attention,
                 "implementation": self.implementation,
                 "query_chunk_size": self.query_chunk_size,
                 "key_chunk_size": self.key_chunk_size,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "seed": self.seed,
             }
         )
         return config
