@@ -1,5 +1,23 @@
 """keras-attention: a Keras 3 layer for every attention type and positional encoding."""
 
-from keras_attention import layers, masks, ops
+import importlib
+
+from keras_attention import analysis, layers, masks, ops
 
 __version__ = "0.1.0"
+
+# Imported on first use: `samplers` imports keras-hub, which most users of the
+# layers never need.
+_LAZY_MODULES = ("samplers",)
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        module = importlib.import_module(f"keras_attention.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'keras_attention' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))
