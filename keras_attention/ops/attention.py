@@ -11,26 +11,13 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
+from keras_attention.ops.masked_softmax import masked_softmax
 from keras_attention.utils.validation import (
     check_floating,
     check_not_text,
     check_rank,
     check_rate,
 )
-
-# Large negative logit for masked positions; softmax runs in float32, so it is exact.
-MASK_VALUE = -1e9
-
-
-def softmax(logits, axis=-1):
-    """`keras.ops.softmax`, also over an axis of static size 1 (attention over one
-    key, as in the first step of cached decoding), where `keras.ops.softmax` warns
-    that the axis has size 1. There the softmax is `exp(x - x)`: every weight is 1,
-    with a zero gradient (not a missing one)."""
-    if logits.shape[axis] == 1:
-        return ops.exp(logits - logits)
-    return ops.softmax(logits, axis=axis)
-
 
 def convert_qkv(query, key, value):
     """The three inputs as tensors; arrays of text or objects raise a `TypeError`
@@ -105,6 +92,54 @@ def empty_attention(query, key, value):
         return None
     shape = (ops.shape(query)[0], ops.shape(query)[1], n, value.shape[-1])
     return ops.zeros(shape, dtype=query.dtype)
+
+
+def empty_result(query, key, value, return_weights):
+    """`(zeros (B, T, N, V), zero weights (B, N, T, S) or None)` when a static batch,
+    query or key size is 0 (block-wise code cannot cut empty axes), else None."""
+    output = empty_attention(query, key, value)
+    if output is None:
+        return None
+    weights = None
+    if return_weights:
+        shape = (ops.shape(query)[0], query.shape[2], ops.shape(query)[1],
+                 ops.shape(key)[1])
+        weights = ops.zeros(shape, dtype="float32")
+    return output, weights
+
+
+def zero_rows(output, rows):
+    """Zero the rows of `output (B, T, ...)` where `rows (B|1, T)` is False (None:
+    keep all)."""
+    if rows is None:
+        return output
+    rows = rows[:, :, None]
+    while len(rows.shape) < len(output.shape):
+        rows = rows[..., None]
+    return output * ops.cast(rows, output.dtype)
+
+
+def batched_take(x, indices, batch_dims):
+    """`x[p][indices[p]]` along axis `batch_dims`, for every index `p` of the leading
+    `batch_dims` axes (shared by `x` and `indices`): `x (*P, L, *D)` and
+    `indices (*P, *I)` give `(*P, *I, *D)`.
+
+    One gather from the flattened rows. (`ops.take_along_axis` on TensorFlow moves
+    the axis last with transposes of the data and the indices, and TensorFlow's
+    oneDNN CPU kernels log an error the first time they transpose booleans or
+    integers.)
+    """
+    shape = ops.shape(x)
+    count = 1
+    for size in shape[:batch_dims]:
+        count = count * size
+    length = shape[batch_dims]
+    offsets = ops.arange(count, dtype=indices.dtype) * ops.cast(length, indices.dtype)
+    offsets = ops.reshape(
+        offsets, tuple(shape[:batch_dims]) + (1,) * (len(indices.shape) - batch_dims)
+    )
+    rows = ops.reshape(x, (-1,) + tuple(shape[batch_dims + 1:]))  # (P * L, *D)
+    return ops.take(rows, indices + offsets, axis=0)
 
 
 def with_gradient(forward, backward, *inputs):
@@ -197,12 +232,9 @@ def scaled_dot_product_attention(
 
     if mask is not None:
         check_broadcastable("mask", ops.convert_to_tensor(mask), target)
-    empty = empty_attention(query, key, value)
+    empty = empty_result(query, key, value, return_weights)
     if empty is not None:  # TensorFlow's einsum rejects some zero-size operands
-        if not return_weights:
-            return empty
-        shape = (ops.shape(query)[0], n, ops.shape(query)[1], ops.shape(key)[1])
-        return empty, ops.zeros(shape, dtype="float32")
+        return empty if return_weights else empty[0]
     # keras.ops.dot_product_attention needs equal key and value head dims (JAX).
     if not return_weights and not use_dropout and value.shape[-1] == h:
         return _fast_attention(query, key, value, mask, bias, causal, scale, n // k,
@@ -247,11 +279,7 @@ def _einsum_attention(query, key, value, mask, bias, scale, dropout_rate, seed):
     logits = ops.reshape(ops.cast(logits, "float32"), (b, n, t, s))  # (B, N, T, S)
     if bias is not None:
         logits = logits + ops.cast(bias, "float32")
-    if mask is not None:
-        logits = ops.where(mask, logits, MASK_VALUE)
-    weights = softmax(logits, axis=-1)
-    if mask is not None:
-        weights = ops.where(mask, weights, 0.0)  # fully masked rows -> zeros
+    weights = masked_softmax(logits, mask)  # fully masked rows -> zeros
     if dropout_rate > 0.0:
         weights = keras.random.dropout(weights, dropout_rate, seed=seed)
     probs = ops.reshape(ops.cast(weights, value.dtype), (b, k, g, t, s))

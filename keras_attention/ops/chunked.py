@@ -26,10 +26,9 @@ from keras_attention.ops.attention import (
     empty_attention,
     with_gradient,
 )
+from keras_attention.ops.masked_softmax import MASK_VALUE
 from keras_attention.utils.validation import check_positive_int
 
-# Finite stand-in for -inf on masked logits: keeps `exp(m_old - m_new)` free of NaN.
-_NEG = -1e30
 
 
 def chunked_attention(
@@ -224,7 +223,7 @@ class _ChunkPlan:
             block = self._block(self._block(self.mask, 3, qs, self.cq), 4, ks, self.ck)
             valid = block if valid is None else ops.logical_and(valid, block)
         if valid is not None:
-            logits = ops.where(valid, logits, _NEG)
+            logits = ops.where(valid, logits, MASK_VALUE)
         return logits, valid
 
     @staticmethod
@@ -264,7 +263,7 @@ class _ChunkPlan:
                 return m_new, l, acc
 
             init = (
-                ops.full((b, k, g, cq), _NEG, dtype="float32"),
+                ops.full((b, k, g, cq), MASK_VALUE, dtype="float32"),
                 ops.zeros((b, k, g, cq), dtype="float32"),
                 ops.zeros((b, k, g, cq, v_dim), dtype="float32"),
             )

@@ -18,6 +18,7 @@ from keras_attention.ops.attention import (
     empty_attention,
     with_gradient,
 )
+from keras_attention.ops.masked_softmax import MASK_VALUE
 from keras_attention.ops.sliding_window import key_padding_mask
 from keras_attention.utils.validation import check_choice, check_positive_int
 
@@ -246,8 +247,8 @@ def _shared_max(x, is_query, key_mask):
         shift = ops.max(x, axis=(1, 3), keepdims=True)  # (B, 1, K, 1)
     else:
         real = key_mask[:, :, None, None]  # (B|1, S, 1, 1)
-        shift = ops.max(ops.where(real, x, -1e30), axis=(1, 3), keepdims=True)
-        shift = ops.where(shift > -1e29, shift, 0.0)  # every key masked
+        shift = ops.max(ops.where(real, x, MASK_VALUE), axis=(1, 3), keepdims=True)
+        shift = ops.where(shift > 0.5 * MASK_VALUE, shift, 0.0)  # every key masked
     return ops.stop_gradient(shift)
 
 
@@ -319,7 +320,6 @@ def _causal_sums(phi_q, phi_k, v, chunk, t, s):
 # 16384, 15-22% at 32768-65536, and a training step 14-17% faster at 65536+).
 _BLOCK_ROWS = 1024
 _ONE_BLOCK_MAX = 8192
-_NEG = -1e30  # finite stand-in for -inf: keeps exp(c_old - c_new) free of NaN
 
 
 def _dim(x, axis):
@@ -436,7 +436,8 @@ class _NonCausal:
         e, sq = self._exponent(x, w)
         shift = None
         if self.shifted:
-            shift = ops.max(e, axis=-1, keepdims=True, initial=_NEG)  # (B, C, K, G, 1)
+            shift = ops.max(e, axis=-1, keepdims=True,
+                            initial=MASK_VALUE)  # (B, C, K, G, 1)
             if self.feature_map == "elu":
                 shift = ops.minimum(shift, 0.0)
         return self._phi(e, sq, shift, w)
@@ -444,14 +445,14 @@ class _NonCausal:
     def _key_features(self, x, valid, w, shift=None):
         """phi(k) `(B, C, K, M)` of `x (B, C, K, H)`, zeros on invalid keys, and
         the shift `(B, 1, K, 1)`: the one given, else the max over the valid keys
-        (`_NEG` if none; their features are zeros anyway)."""
+        (`MASK_VALUE` if none; their features are zeros anyway)."""
         e, sq = self._exponent(x, w)
         real = None if valid is None else valid[:, :, None, None]  # (B|1, C, 1, 1)
         if self.shifted:
             if shift is None:
-                masked = e if real is None else ops.where(real, e, _NEG)
+                masked = e if real is None else ops.where(real, e, MASK_VALUE)
                 shift = ops.max(masked, axis=(1, 3), keepdims=True,
-                                initial=_NEG)  # (B, 1, K, 1)
+                                initial=MASK_VALUE)  # (B, 1, K, 1)
                 if self.feature_map == "elu":
                     shift = ops.minimum(shift, 0.0)
             if real is not None:  # zeroed below; keep their exponent finite meanwhile
@@ -509,9 +510,10 @@ class _NonCausal:
 
         init = (ops.zeros((b, kv_heads, m, v_dim), dtype="float32"),
                 ops.zeros((b, kv_heads, m), dtype="float32"),
-                ops.full((b, 1, kv_heads, 1), _NEG if self.shifted else 0.0, dtype="float32"))
+                ops.full((b, 1, kv_heads, 1), MASK_VALUE if self.shifted else 0.0,
+                         dtype="float32"))
         kv, z, c = keys.run(key_step, init)
-        c = ops.where(c > 0.5 * _NEG, c, 0.0)  # 0 when every key is masked
+        c = ops.where(c > 0.5 * MASK_VALUE, c, 0.0)  # 0 when every key is masked
 
         queries = _Blocks(query.shape[1])
 

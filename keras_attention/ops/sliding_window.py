@@ -38,13 +38,13 @@ from keras import ops
 
 from keras_attention.masks import transpose_mask
 from keras_attention.ops.attention import (
-    MASK_VALUE,
     check_qkv,
     convert_qkv,
     empty_attention,
     with_gradient,
 )
 from keras_attention.ops.chunked import _dim, _slice_axis
+from keras_attention.ops.masked_softmax import MASK_VALUE
 from keras_attention.utils.validation import check_positive_int
 
 # Windows of at least _LOOP_MIN_WINDOW loop over blocks of clip(W // 2, 16, 128)

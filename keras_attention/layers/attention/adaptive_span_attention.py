@@ -12,16 +12,13 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.layers.attention.local_attention import (
-    LocalAttention,
-    blocked_band_attention,
-    dense_pattern,
-)
+from keras_attention.layers.attention.local_attention import LocalAttention
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     reject_arguments,
 )
 from keras_attention.ops.attention import scaled_dot_product_attention
+from keras_attention.ops.band import blocked_band_attention, dense_pattern
 from keras_attention.utils.validation import check_positive_int
 
 

@@ -2,80 +2,18 @@
 
 Shape legend: B batch, T query (decoder) length, S key (encoder memory) length,
 F_q query features, F_k key features, F_v value features, U units.
-
-The module also holds the small helpers shared by the seq2seq attention layers
-(`LuongAttention`, `MonotonicAttention`): masked float32 softmax, the causal mask
-merge and the additive energy.
 """
 
 import keras
 from keras import ops
 
-from keras_attention import masks as masks_lib
 from keras_attention.layers.attention.base_attention import BaseAttention
-from keras_attention.ops.attention import MASK_VALUE, softmax
+from keras_attention.ops.masked_softmax import masked_softmax
+from keras_attention.ops.seq2seq import additive_energy, merge_causal_mask, weight_normalized
+from keras_attention.utils.initializers import clone_initializer
 from keras_attention.utils.validation import check_positive_int, check_rate
 
 
-# ---------------------------------------------------------------------- helpers
-def clone_initializer(initializer):
-    """A fresh initializer with the same config (each weight gets its own)."""
-    return keras.initializers.get(keras.initializers.serialize(initializer))
-
-
-def merge_causal_mask(mask, use_causal_mask, query_length, key_length, query_start=None):
-    """AND the bottom-right causal mask into `mask`: `(B|1, T, S)` boolean or None."""
-    if not use_causal_mask:
-        return mask
-    causal = masks_lib.causal_mask(query_length, key_length, query_start)[None]  # (1, T, S)
-    return masks_lib.merge_masks(mask, causal)
-
-
-def masked_softmax(logits, mask):
-    """Float32 softmax over the last axis; masked entries and empty rows give 0.
-
-    Args:
-        logits: `(B, T, S)` energies, any float dtype (computed in float32).
-        mask: boolean, broadcastable to `(B, T, S)`, or None.
-
-    Returns:
-        float32 `(B, T, S)` weights. Masked logits are replaced by a finite large
-        negative value (not -inf), so gradients stay finite on empty rows.
-    """
-    logits = ops.cast(logits, "float32")
-    if mask is None:
-        return softmax(logits, axis=-1)
-    logits = ops.where(mask, logits, MASK_VALUE)
-    weights = softmax(logits, axis=-1)
-    return ops.where(mask, weights, 0.0)
-
-
-def additive_energy(query_proj, key_proj, v, bias=None):
-    """`v^T tanh(query_proj[t] + key_proj[s] (+ bias))` for every pair `(t, s)`.
-
-    Args:
-        query_proj: `(B, T, U)`.
-        key_proj: `(B, S, U)`.
-        v: `(U,)` scoring vector.
-        bias: optional `(U,)` bias inside the tanh.
-
-    Returns:
-        `(B, T, S)` energies in the inputs' dtype. The `(B, T, S, U)` intermediate
-        is materialised.
-    """
-    hidden = query_proj[:, :, None, :] + key_proj[:, None, :, :]  # (B, T, S, U)
-    if bias is not None:
-        hidden = hidden + bias
-    return ops.einsum("btsu,u->bts", ops.tanh(hidden), v)  # (B, T, S)
-
-
-def weight_normalized(v, g):
-    """`g * v / ||v||` (Salimans & Kingma 2016 weight normalisation)."""
-    norm = ops.sqrt(ops.sum(ops.square(ops.cast(v, "float32"))) + 1e-12)
-    return v * ops.cast(g / norm, v.dtype)
-
-
-# ---------------------------------------------------------------------- layer
 @keras.saving.register_keras_serializable(package="keras_attention")
 class AdditiveAttention(BaseAttention):
     """Additive attention of Bahdanau et al. 2014, "Neural Machine Translation by

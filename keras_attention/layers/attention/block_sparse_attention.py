@@ -16,26 +16,26 @@ import numpy as np
 from keras import ops
 
 from keras_attention import masks as masks_lib
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
+from keras_attention.layers.attention.variant_calls import (
+    blockwise_call,
+    compute_with_pattern_rows,
+)
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     check_no_logits_bias,
-    empty_result,
     reject_arguments,
 )
-from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.layers.attention.sparse_attention import (
-    blockwise_call,
-    block_output,
+from keras_attention.ops.attention import empty_result, scaled_dot_product_attention
+from keras_attention.ops.block_sparse import (
+    attend_parts,
+    block_key_masks,
     check_same_length,
-    compute_with_pattern_rows,
     dense_rows,
     gather_valid,
-    joint_softmax,
     logical_and,
     pad_sequence,
-    split_mask,
 )
-from keras_attention.ops.attention import scaled_dot_product_attention
 from keras_attention.utils.validation import check_positive_int
 
 
@@ -266,7 +266,7 @@ class BlockSparseAttention(MultiHeadAttention):
         g, c = n // k, self.block_size
         r = -(-t // c)  # R
         tp, rg = r * c, min(self.num_global_blocks, r)  # Tp, Rg
-        key_valid, pairs = split_mask(mask, t, tp)
+        key_valid, pairs = block_key_masks(mask, t, tp)
         scaled = query * ops.cast(1.0 / math.sqrt(h), query.dtype)
         q = pad_sequence(scaled, tp, t)  # (B, Tp, N, H)
         kp = pad_sequence(key, tp, t)  # (B, Tp, K, H)
@@ -286,10 +286,8 @@ class BlockSparseAttention(MultiHeadAttention):
             def combine_global(p):
                 return ops.einsum("bkgqs,bskv->bqkgv", p, vp)  # (B, Rg*C, K, G, V)
 
-            logits = ops.cast(logits, "float32")
-            parts = [(logits, valid, combine_global)]
-            probs = joint_softmax([logits], [valid])
-            out = block_output(parts, probs, value.dtype, rate, self.seed_generator)
+            parts = [(ops.cast(logits, "float32"), valid, combine_global)]
+            out = attend_parts(parts, value.dtype, rate, self.seed_generator)
             outputs.append(ops.reshape(out, (b, rg * c, n, v_dim)))  # (B, Rg*C, N, V)
             rows.append(ops.broadcast_to(ops.any(valid, axis=-1), (b, rg * c)))
 
@@ -321,10 +319,8 @@ class BlockSparseAttention(MultiHeadAttention):
             def combine_blocks(p):
                 return ops.einsum("bkgrql,brlkv->brqkgv", p, vn)  # (B, Rn, C, K, G, V)
 
-            logits = ops.cast(logits, "float32")
-            parts = [(logits, valid, combine_blocks)]
-            probs = joint_softmax([logits], [valid])
-            out = block_output(parts, probs, value.dtype, rate, self.seed_generator)
+            parts = [(ops.cast(logits, "float32"), valid, combine_blocks)]
+            out = attend_parts(parts, value.dtype, rate, self.seed_generator)
             outputs.append(ops.reshape(out, (b, rn * c, n, v_dim)))  # (B, Rn*C, N, V)
             part = ops.broadcast_to(ops.any(valid, axis=-1), (b, rn, c))  # (B, Rn, C)
             rows.append(ops.reshape(part, (b, rn * c)))

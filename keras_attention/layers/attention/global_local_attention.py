@@ -9,24 +9,26 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.layers.attention.local_attention import (
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
+from keras_attention.layers.attention.variant_calls import project_heads
+from keras_attention.layers.attention.variant_utils import (
+    UNUSED_ARGUMENTS,
+    check_no_logits_bias,
+    reject_arguments,
+)
+from keras_attention.ops.attention import (
+    empty_result,
+    scaled_dot_product_attention,
+    zero_rows,
+)
+from keras_attention.ops.band import (
     GlobalKeys,
     PaddingMasks,
     blocked_band_attention,
     dense_pattern,
     gather_rows,
-    project_heads,
     split_masks,
-    zero_rows,
 )
-from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.layers.attention.variant_utils import (
-    UNUSED_ARGUMENTS,
-    check_no_logits_bias,
-    empty_result,
-    reject_arguments,
-)
-from keras_attention.ops.attention import scaled_dot_product_attention
 from keras_attention.utils.validation import check_positive_int
 
 
@@ -199,8 +201,8 @@ class GlobalLocalAttention(MultiHeadAttention):
     def _merge_masks(self, query, key, query_mask, value_mask, key_mask, attention_mask,
                      key_length=None):
         # Kept apart as vectors: merging them would build a (B, T, S) tensor.
-        return split_masks(self, query, key, query_mask, value_mask, key_mask,
-                           attention_mask, key_length)
+        return split_masks(self._check_mask, query, key, query_mask, value_mask,
+                           key_mask, attention_mask, key_length)
 
     @staticmethod
     def _valid_rows(mask, use_causal_mask, query_length, key_length, query_start):

@@ -11,7 +11,8 @@ import keras
 from keras import ops
 
 from keras_attention.layers.attention.base_attention import CheckedInputs
-from keras_attention.ops.attention import MASK_VALUE, softmax
+from keras_attention.ops.masked_softmax import masked_softmax
+from keras_attention.utils.initializers import clone_initializer
 from keras_attention.utils.validation import check_floating, check_positive_int, check_rank
 
 
@@ -95,16 +96,13 @@ class HierarchicalAttention(CheckedInputs, keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.context_initializer = keras.initializers.get(context_initializer)
 
-    def _initializer(self, initializer):
-        return keras.initializers.get(keras.initializers.serialize(initializer))
-
     def _projection(self, name):
         return keras.layers.Dense(
             self.units,
             activation="tanh",
             use_bias=self.use_bias,
-            kernel_initializer=self._initializer(self.kernel_initializer),
-            bias_initializer=self._initializer(self.bias_initializer),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name=name,
         )
@@ -122,7 +120,7 @@ class HierarchicalAttention(CheckedInputs, keras.layers.Layer):
         self.word_projection.build((b, s, inputs_shape[2], f))
         self.word_context = self.add_weight(
             name="word_context", shape=(self.units,),
-            initializer=self._initializer(self.context_initializer),
+            initializer=clone_initializer(self.context_initializer),
         )
         sentence_shape = (b, s, f)
         if self.sentence_encoder is not None:
@@ -139,7 +137,7 @@ class HierarchicalAttention(CheckedInputs, keras.layers.Layer):
         self.sentence_projection.build(sentence_shape)
         self.sentence_context = self.add_weight(
             name="sentence_context", shape=(self.units,),
-            initializer=self._initializer(self.context_initializer),
+            initializer=clone_initializer(self.context_initializer),
         )
         self.built = True
 
@@ -166,11 +164,7 @@ class HierarchicalAttention(CheckedInputs, keras.layers.Layer):
         logits = ops.einsum(
             "...lu,u->...l", ops.cast(projected, "float32"), ops.cast(context, "float32")
         )  # (..., L)
-        if mask is not None:
-            logits = ops.where(mask, logits, MASK_VALUE)
-        weights = softmax(logits, axis=-1)  # (..., L)
-        if mask is not None:
-            weights = ops.where(mask, weights, 0.0)  # fully masked -> zeros
+        weights = masked_softmax(logits, mask)  # (..., L); fully masked -> zeros
         pooled = ops.einsum("...l,...ld->...d", weights, ops.cast(features, "float32"))
         return pooled, weights
 

@@ -12,20 +12,15 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.layers.attention.local_attention import (
-    project_heads,
-    reject_cache,
-    rows_with_keys,
-    split_masks,
-    static_le,
-    zero_rows,
-)
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
+from keras_attention.layers.attention.variant_calls import project_heads, reject_cache
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
     check_no_logits_bias,
     reject_arguments,
 )
+from keras_attention.ops.attention import zero_rows
+from keras_attention.ops.band import rows_with_keys, split_masks, static_le
 from keras_attention.ops.linear import (
     FEATURE_MAPS,
     favor_random_features,
@@ -186,8 +181,8 @@ class LinearAttention(MultiHeadAttention):
     # ------------------------------------------------------------------ masks
     def _merge_masks(self, query, key, query_mask, value_mask, key_mask, attention_mask,
                      key_length=None):
-        masks = split_masks(self, query, key, query_mask, value_mask, key_mask,
-                            attention_mask, key_length)
+        masks = split_masks(self._check_mask, query, key, query_mask, value_mask,
+                            key_mask, attention_mask, key_length)
         if masks.full is not None:
             raise ValueError(
                 "LinearAttention supports padding masks (query_mask, value_mask, "

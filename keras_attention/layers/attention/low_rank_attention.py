@@ -11,12 +11,11 @@ from keras import ops
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
-    apply_query_mask,
     check_no_logits_bias,
     checked_query_mask,
     reject_arguments,
 )
-from keras_attention.ops.attention import scaled_dot_product_attention
+from keras_attention.ops.attention import scaled_dot_product_attention, zero_rows
 from keras_attention.utils.validation import check_positive_int
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -206,7 +205,7 @@ class LowRankAttention(MultiHeadAttention):
             query, value, key, None, value_mask, key_mask, None, False,
             return_attention_scores, training,
         )
-        return apply_query_mask(output, query_mask)
+        return zero_rows(output, query_mask)
 
     def _attend(self, query, key, value, mask, bias, causal, training, return_weights):
         """Attention over the projected keys; `mask` is None or `(B, 1, 1, S)`."""

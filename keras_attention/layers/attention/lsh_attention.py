@@ -13,14 +13,13 @@ from keras import ops
 
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
-    apply_query_mask,
-    batched_take,
     check_no_logits_bias,
     checked_query_mask,
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, empty_attention
+from keras_attention.ops.attention import batched_take, empty_attention, zero_rows
+from keras_attention.ops.masked_softmax import MASK_VALUE
 from keras_attention.utils.validation import check_positive_int
 
 # Logit of a query for its own position: far below any real logit, far above masked
@@ -244,7 +243,7 @@ class LSHAttention(MultiHeadAttention):
             query, value, None, None, value_mask, key_mask, attention_mask, False,
             return_attention_scores, training, causal=bool(use_causal_mask),
         )
-        return apply_query_mask(output, query_mask)
+        return zero_rows(output, query_mask)
 
     def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
                            return_attention_scores, causal=False):

@@ -9,13 +9,10 @@ import numbers
 import keras
 from keras import ops
 
-from keras_attention.layers.attention.additive_attention import (
-    additive_energy,
-    clone_initializer,
-    masked_softmax,
-    merge_causal_mask,
-)
 from keras_attention.layers.attention.base_attention import BaseAttention
+from keras_attention.ops.masked_softmax import masked_softmax
+from keras_attention.ops.seq2seq import additive_energy, merge_causal_mask
+from keras_attention.utils.initializers import clone_initializer
 from keras_attention.utils.validation import check_choice, check_positive_int, check_rate
 
 SCORES = ("dot", "general", "concat")

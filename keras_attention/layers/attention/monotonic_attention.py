@@ -7,13 +7,10 @@ F_q query features, F_k key features, F_v value features, U units.
 import keras
 from keras import ops
 
-from keras_attention.layers.attention.additive_attention import (
-    additive_energy,
-    clone_initializer,
-    merge_causal_mask,
-    weight_normalized,
-)
 from keras_attention.layers.attention.base_attention import BaseAttention
+from keras_attention.ops.masked_softmax import MASK_VALUE
+from keras_attention.ops.seq2seq import additive_energy, merge_causal_mask, weight_normalized
+from keras_attention.utils.initializers import clone_initializer
 from keras_attention.utils.validation import check_choice, check_positive_int
 
 SCORES = ("bahdanau", "luong")
@@ -24,8 +21,9 @@ LOG_KEEP_MIN = -100.0
 # Query lengths up to this are unrolled in Python (fast eager calls and short
 # compiles); longer or dynamic lengths use `keras.ops.scan`.
 UNROLL_MAX_STEPS = 16
-# Log of a zero previous alignment (finite, so that gradients stay finite).
-LOG_ZERO = -1e30
+# Log of a zero previous alignment: the package's finite mask value, so that
+# gradients stay finite.
+LOG_ZERO = MASK_VALUE
 
 
 def _exclusive_cumsum(x):

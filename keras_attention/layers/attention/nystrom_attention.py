@@ -11,13 +11,14 @@ from keras import ops
 
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
-    apply_query_mask,
     check_no_logits_bias,
     checked_query_mask,
     reject_arguments,
 )
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, empty_attention, repeat_kv_heads, softmax
+from keras_attention.layers.attention.variant_calls import project_heads
+from keras_attention.ops.attention import empty_attention, repeat_kv_heads, zero_rows
+from keras_attention.ops.masked_softmax import masked_softmax
 from keras_attention.utils.validation import check_positive_int
 
 # No attention weights are formed, so there is no dropout (nor a dropout seed).
@@ -41,14 +42,6 @@ def _segment_means(x, num_segments, valid):
     sums = ops.einsum("blnd,blm->bmnd", x, weights)  # (B, M, N, D)
     means = sums / ops.maximum(counts, 1.0)[:, :, None, None]
     return means, counts > 0
-
-
-def _masked_softmax(logits, valid):
-    """Softmax over the last axis restricted to `valid`; rows with none are zeros."""
-    if valid is not None:
-        logits = ops.where(valid, logits, MASK_VALUE)
-    weights = softmax(logits, axis=-1)
-    return weights if valid is None else ops.where(valid, weights, 0.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -194,18 +187,13 @@ class NystromAttention(MultiHeadAttention):
             query, value, key, None, value_mask, key_mask, None, False,
             return_attention_scores, training, query_padding=query_mask,
         )
-        return apply_query_mask(output, query_mask)
+        return zero_rows(output, query_mask)
 
     def _compute_attention(self, query, key, value, mask, use_causal_mask, training,
                            return_attention_scores, query_padding=None):
         # Overrides `_compute_attention` rather than `_attend`: the query landmarks
         # need the query padding mask, which `_attend` does not receive.
-        q = self._query_dense(query)  # (B, T, N, H)
-        k = self._key_dense(key)  # (B, S, K, H)
-        v = self._value_dense(value)  # (B, S, K, V)
-        if self.position_encoding is not None:
-            t, s = ops.shape(q)[1], ops.shape(k)[1]
-            q, k = self.position_encoding.transform_query_key(q, k, s - t, 0)
+        q, k, v = project_heads(self, query, key, value)  # (B, T, N, H), (B, S, K, H|V)
         key_padding = None if mask is None else mask[:, 0, :]  # (B, S)
         output = self._nystrom(q, k, v, query_padding, key_padding)  # (B, T, N, V)
         return self._output_dense(output), None
@@ -225,15 +213,15 @@ class NystromAttention(MultiHeadAttention):
         k_land, k_land_valid = _segment_means(k, m, key_valid)  # (B, M, N, H), (B, M)
         k_land_valid = k_land_valid[:, None, None, :]  # (B, 1, 1, M)
 
-        kernel_1 = _masked_softmax(
+        kernel_1 = masked_softmax(
             ops.einsum("btnh,bmnh->bntm", q, k_land), k_land_valid
         )  # (B, N, T, M)
-        kernel_2 = _masked_softmax(
+        kernel_2 = masked_softmax(
             ops.einsum("blnh,bmnh->bnlm", q_land, k_land), k_land_valid
         )  # (B, N, M, M)
         kernel_2 = kernel_2 * ops.cast(q_land_valid, "float32")[:, None, :, None]
         key_valid = None if key_valid is None else key_valid[:, None, None, :]  # (B,1,1,S)
-        kernel_3 = _masked_softmax(
+        kernel_3 = masked_softmax(
             ops.einsum("blnh,bsnh->bnls", q_land, k), key_valid
         )  # (B, N, M, S)
 

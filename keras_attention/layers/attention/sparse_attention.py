@@ -11,171 +11,35 @@ part of the pattern seen by a query, c summary positions per block.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_attention import masks as masks_lib
+from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
+from keras_attention.layers.attention.variant_calls import (
+    blockwise_call,
+    compute_with_pattern_rows,
+)
 from keras_attention.layers.attention.variant_utils import (
     UNUSED_ARGUMENTS,
-    apply_query_mask,
     check_no_logits_bias,
-    checked_query_mask,
-    empty_result,
     reject_arguments,
 )
-from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, scaled_dot_product_attention
+from keras_attention.ops.attention import empty_result, scaled_dot_product_attention
+from keras_attention.ops.block_sparse import (
+    attend_parts,
+    block_key_masks,
+    check_same_length,
+    dense_rows,
+    gather_valid,
+    logical_and,
+    pad_sequence,
+    parts_rows,
+    positions_module,
+    seq_length,
+)
 from keras_attention.utils.validation import check_choice, check_positive_int
 
 PATTERNS = ("strided", "fixed")
-
-
-# ---------------------------------------------------------------- shared helpers
-# Also used by BlockSparseAttention.
-
-
-def check_same_length(layer_name, query_shape, value_shape):
-    """Raise unless the (static) query and value lengths agree: self-attention."""
-    t, s = query_shape[1], value_shape[1]
-    if t is not None and s is not None and t != s:
-        raise ValueError(
-            f"{layer_name} is self-attention over one sequence: `value` must have the "
-            f"query's sequence length. Received: query.shape={tuple(query_shape)}, "
-            f"value.shape={tuple(value_shape)}"
-        )
-
-
-def seq_length(x):
-    """Static length `x.shape[1]`, or a scalar tensor when it is unknown."""
-    return x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
-
-
-def pad_sequence(x, padded_length, length):
-    """Pad axis 1 of `x` with zeros from `length` to `padded_length`."""
-    if isinstance(padded_length, int) and isinstance(length, int) and padded_length == length:
-        return x
-    widths = [[0, 0] for _ in x.shape]
-    widths[1] = [0, padded_length - length]
-    return ops.pad(x, widths)
-
-
-def positions_module(length):
-    """NumPy for a static length (position arithmetic folds into constants, with no
-    op dispatch), `keras.ops` for a symbolic one; both spell these functions alike."""
-    return np if isinstance(length, int) else ops
-
-
-def split_mask(mask, length, padded_length):
-    """MultiHeadAttention's mask -> `(key_valid (B|1, Tp) int32, pairs or None)`.
-
-    `mask` is None, a key padding mask `(B, 1, 1, T)` or a full `(B, 1, T, T)` mask.
-    `key_valid` is 1 on real, unmasked key positions (0 on the block padding), a
-    NumPy array when there is no mask and the length is static; `pairs` is the full
-    mask flattened to `(B, T * T)` int32, for `gather_valid`.
-    """
-    xp = positions_module(length)
-    positions = xp.arange(padded_length, dtype="int32")
-    key_valid = (positions < length)[None, :]  # (1, Tp)
-    key_valid = key_valid.astype("int32") if xp is np else ops.cast(key_valid, "int32")
-    if mask is None:
-        return key_valid, None
-    mask = ops.cast(mask, "int32")
-    if mask.shape[2] == 1:
-        keys = pad_sequence(mask[:, 0, 0, :], padded_length, length)  # (B, Tp)
-        return ops.multiply(key_valid, keys), None
-    pairs = ops.reshape(mask[:, 0], (ops.shape(mask)[0], -1))  # (B, T * T)
-    return key_valid, pairs
-
-
-def gather_valid(key_valid, pairs, length, padded_length, query_pos, key_pos):
-    """Boolean `(B|1, ...)`: the (query, key) position pairs that may attend.
-
-    `query_pos` and `key_pos` are int32 arrays (NumPy for a static length) that
-    broadcast together; a key is valid when it lies in `[0, T)`, is not masked, and
-    (with `pairs`) the full mask allows the pair. Only the gathered entries are
-    formed, never a `(T, T)` tensor.
-    """
-    xp = np if isinstance(key_pos, np.ndarray) else ops
-    in_range = xp.logical_and(key_pos >= 0, key_pos < padded_length)
-    safe_key = xp.clip(key_pos, 0, padded_length - 1)
-    take = np.take if xp is np and isinstance(key_valid, np.ndarray) else ops.take
-    valid = logical_and(in_range, take(key_valid, safe_key, axis=1) > 0)
-    if pairs is not None:
-        last = length - 1
-        index = xp.clip(query_pos, 0, last) * length + xp.clip(key_pos, 0, last)
-        valid = ops.logical_and(valid, ops.take(pairs, index, axis=1) > 0)
-    return valid
-
-
-def logical_and(a, b):
-    """`a & b`, in NumPy when both are NumPy arrays."""
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return np.logical_and(a, b)
-    return ops.logical_and(a, b)
-
-
-def joint_softmax(logits, valids):
-    """One softmax over several parts of each row, as if they were concatenated.
-
-    `logits[i]` is float32 `(B, K, G, ..., L_i)` and `valids[i]` a boolean mask
-    `(B|1, ..., L_i)` of its trailing axes. Rows with no valid entry give zeros.
-    """
-    valids = [v[:, None, None] for v in valids]  # (B|1, 1, 1, ..., L_i)
-    logits = [ops.where(v, x, MASK_VALUE) for x, v in zip(logits, valids)]
-    row_max = None
-    for x in logits:
-        part_max = ops.max(x, axis=-1, keepdims=True)
-        row_max = part_max if row_max is None else ops.maximum(row_max, part_max)
-    row_max = ops.stop_gradient(row_max)
-    # Softmax by hand: TensorFlow's softmax kernel takes rank <= 5.
-    exps = [ops.where(v, ops.exp(x - row_max), 0.0) for x, v in zip(logits, valids)]
-    total = sum(ops.sum(e, axis=-1, keepdims=True) for e in exps)
-    total = ops.where(total > 0.0, total, 1.0)  # empty rows -> zeros
-    return [e / total for e in exps]
-
-
-def block_output(parts, probs, value_dtype, dropout, seed_generator):
-    """Sum of `combine(p)` over the parts, with dropout (rate `dropout`, 0 for none)
-    on the probabilities."""
-    output = None
-    for (_, _, combine), p in zip(parts, probs):
-        if dropout > 0.0:
-            p = keras.random.dropout(p, dropout, seed=seed_generator)
-        out = combine(ops.cast(p, value_dtype))
-        output = out if output is None else output + out
-    return output
-
-
-def rows_with_keys(valids, batch, length, num_blocks, block_size):
-    """`(B, T)`: True where a query has an allowed key in one of the parts' `valids`,
-    boolean `(B|1, R, C|1, L_i)`."""
-    rows = None
-    for valid in valids:
-        part = ops.any(valid, axis=-1)  # (B|1, R, C|1)
-        rows = part if rows is None else ops.logical_or(rows, part)
-    rows = ops.broadcast_to(rows, (batch, num_blocks, block_size))  # (B, R, C)
-    return ops.reshape(rows, (batch, num_blocks * block_size))[:, :length]
-
-
-def compute_with_pattern_rows(layer, compute):
-    """Run `compute()`, MultiHeadAttention's `_compute_attention`, and zero the output
-    rows `(B, T, O)` of queries with no allowed key under the pattern and the masks.
-
-    The base class zeroes the rows that the masks leave empty, but not the rows
-    that only the pattern empties; without this their output would be the output
-    projection's bias. `_attend` records the rows in `layer._pattern_rows`.
-    """
-    layer._pattern_rows = None
-    output, scores = compute()
-    rows, layer._pattern_rows = layer._pattern_rows, None
-    if rows is not None:
-        output = output * ops.cast(rows[:, :, None], output.dtype)
-    return output, scores
-
-
-def dense_rows(mask):
-    """`(B|1, T)` rows with an allowed key in a merged `(B|1, 1, T, S)` mask."""
-    return ops.any(mask[:, 0], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -373,7 +237,7 @@ class SparseAttention(MultiHeadAttention):
         g, c = n // k, self.block_size
         r = (t + c - 1) // c  # R
         tp = r * c  # Tp
-        key_valid, pairs = split_mask(mask, t, tp)
+        key_valid, pairs = block_key_masks(mask, t, tp)
 
         scaled = query * ops.cast(1.0 / math.sqrt(h), query.dtype)
         q = ops.reshape(pad_sequence(scaled, tp, t), (b, r, c, k, g, h))  # (B, R, C, K, G, H)
@@ -390,11 +254,10 @@ class SparseAttention(MultiHeadAttention):
             parts = self._strided_parts(q, kb, vb, query_pos, r, c, causal, valid_at, xp)
         else:
             parts = self._fixed_parts(q, kb, vb, query_pos, r, c, causal, valid_at, xp)
-        probs = joint_softmax([p[0] for p in parts], [p[1] for p in parts])
-        out = block_output(parts, probs, value.dtype, rate,
+        out = attend_parts(parts, value.dtype, rate,
                            self.seed_generator)  # (B, R, C, K, G, V)
         out = ops.reshape(out, (b, tp, n, v_dim))[:, :t]  # (B, T, N, V)
-        rows = rows_with_keys([p[1] for p in parts], b, t, r, c)  # (B, T)
+        rows = parts_rows([p[1] for p in parts], b, t, r, c)  # (B, T)
         return ops.cast(out, query.dtype), rows
 
     @staticmethod
@@ -490,25 +353,3 @@ class SparseAttention(MultiHeadAttention):
             }
         )
         return config
-
-
-def blockwise_call(layer, query, value, key, query_mask, value_mask, key_mask,
-                   attention_mask, causal, return_attention_scores, training):
-    """The body of `call` shared by the block-wise self-attention layers.
-
-    `query_mask` stays out of the merged mask, which is then the `(B, 1, T)` key
-    padding mask (or the user's `(B, T, T)` mask); causality is applied inside the
-    blocks, so the base class builds no `(T, T)` causal mask either. Padded query
-    rows are zeroed in the output and in the scores.
-    """
-    query_mask = checked_query_mask(layer, query, value, key, query_mask)
-    result = layer._attention_call(
-        query, value, key, None, value_mask, key_mask, attention_mask, False,
-        return_attention_scores, training, causal=causal,
-    )
-    if return_attention_scores:
-        output, scores = result
-        if query_mask is not None:
-            scores = scores * ops.cast(query_mask[:, None, :, None], scores.dtype)
-        return apply_query_mask(output, query_mask), scores
-    return apply_query_mask(result, query_mask)

@@ -12,7 +12,8 @@ import keras
 from keras import ops
 
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
-from keras_attention.ops.attention import MASK_VALUE, prepare_mask, repeat_kv_heads, softmax
+from keras_attention.ops.attention import prepare_mask, repeat_kv_heads
+from keras_attention.ops.masked_softmax import masked_softmax
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -159,11 +160,7 @@ class TalkingHeadsAttention(MultiHeadAttention):
         logits = ops.einsum("bnts,nm->bmts", logits, pre)  # (B, M, T, S)
         if bias is not None:
             logits = logits + ops.cast(bias, "float32")
-        if mask is not None:
-            logits = ops.where(mask, logits, MASK_VALUE)
-        weights = softmax(logits, axis=-1)  # (B, M, T, S), float32
-        if mask is not None:
-            weights = ops.where(mask, weights, 0.0)  # masked keys and empty rows -> 0
+        weights = masked_softmax(logits, mask)  # (B, M, T, S); masked keys, empty rows -> 0
         post = ops.cast(self.post_softmax_kernel, "float32")  # (N, M)
         weights = ops.einsum("bnts,nm->bmts", weights, post)  # (B, M, T, S)
         if training and self.dropout > 0.0:

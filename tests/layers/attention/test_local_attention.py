@@ -216,16 +216,3 @@ def test_long_sequence_runs_without_quadratic_memory():
     out = keras.ops.convert_to_numpy(layer(x, x))
     assert out.shape == (1, n, 16)
     assert np.all(np.isfinite(out))
-
-
-def test_band_soft_mask_is_not_combined_with_global_keys():
-    from keras_attention.layers.attention.local_attention import (
-        GlobalKeys,
-        blocked_band_attention,
-    )
-
-    q = np.zeros((1, 4, 2, 3), "float32")
-    keys = GlobalKeys(np.zeros((1, 1), "int32"), np.ones((1, 1), bool), np.zeros((1, 4), bool))
-    with pytest.raises(ValueError, match="soft_mask"):
-        blocked_band_attention(q, q, q, window_size=1, global_keys=keys,
-                               soft_mask=lambda distance: 1.0)
