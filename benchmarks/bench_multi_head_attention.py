@@ -3,9 +3,12 @@
 Times forward and forward+backward (gradients of the input and every weight) with
 and without XLA at N = 256, 1024, 4096, batch 1 and 4, 4 heads of 64, float32, and
 writes medians and ratios (ours / Keras; below 1 means faster) to BENCHMARKS.md.
+Then times both layers with `sliding_window=256` at N = 16384 (causal, forward, XLA
+and not): Keras builds the full `(T, S)` mask, ours runs the band kernel.
 TensorFlow backend.
 
     python -m benchmarks.bench_multi_head_attention [--repeats=5] [--lengths=256,1024,4096]
+        [--window=256] [--window_length=16384]
 """
 
 import argparse
@@ -25,6 +28,7 @@ HEADS, HEAD_DIM = 4, 64
 
 
 def make_step(layer, x, backward, xla):
+    """A zero-argument callable running one causal forward (or forward and backward)."""
     if backward:
         def step(x):
             with tf.GradientTape() as tape:
@@ -44,8 +48,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lengths", default="256,1024,4096")
     parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--window_length", type=int, default=16384)
     args = parser.parse_args(argv)
     features = HEADS * HEAD_DIM
+    window_rows = sliding_window_rows(args.window, args.window_length, args.repeats)
     rows = []
     for n in [int(v) for v in args.lengths.split(",")]:
         for b in [int(v) for v in args.batches.split(",")]:
@@ -78,8 +85,34 @@ def main(argv=None):
         "Command: `python -m benchmarks.bench_multi_head_attention`",
         "",
         markdown_table(["N", "batch", "XLA", "pass", "ours ms", "Keras ms", "ratio"], rows),
+        "",
+        f"`sliding_window={args.window}` (both layers, causal, batch 1, forward, same "
+        "weights; Keras forms the full (T, S) mask, ours runs "
+        "`keras_attention.ops.sliding_window_attention`). Speed-up = Keras / ours "
+        "(goal: >= 15 at N = 16384).",
+        "",
+        markdown_table(["N", "sliding_window", "XLA", "ours ms", "Keras ms", "speed-up"],
+                       window_rows),
     ])
     write_section("multi_head_attention", body)
+
+
+def sliding_window_rows(window, length, repeats):
+    features = HEADS * HEAD_DIM
+    x = tf.constant(np.random.default_rng(0).normal(size=(1, length, features)), tf.float32)
+    ours = MultiHeadAttention(HEADS, HEAD_DIM, sliding_window=window)
+    ref = keras.layers.MultiHeadAttention(HEADS, HEAD_DIM, sliding_window=window)
+    ours(x[:, :8], x[:, :8])
+    ref(x[:, :8], x[:, :8])
+    ours.set_weights(ref.get_weights())
+    rows = []
+    for xla in (True, False):
+        med = time_alternating({"ours": make_step(ours, x, False, xla),
+                                "keras": make_step(ref, x, False, xla)}, repeats=repeats)
+        rows.append([length, window, "yes" if xla else "no", f"{med['ours'] * 1e3:.1f}",
+                     f"{med['keras'] * 1e3:.1f}", f"{med['keras'] / med['ours']:.1f}x"])
+        print(rows[-1], flush=True)
+    return rows
 
 
 if __name__ == "__main__":

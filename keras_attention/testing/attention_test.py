@@ -92,7 +92,10 @@ def run_attention_layer_test(
 
 
 def _out_dim(layer_cls, init_kwargs, query_shape):
-    return (init_kwargs.get("output_dim") or query_shape[-1],)
+    shape = init_kwargs.get("output_shape") or init_kwargs.get("output_dim")
+    if shape is None:
+        return (query_shape[-1],)
+    return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
 def _check_padding(layer, x, pad, atol):

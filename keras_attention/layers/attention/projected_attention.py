@@ -50,6 +50,11 @@ class _Projection(keras.layers.EinsumDense):
     def compute_mask(self, inputs, previous_mask=None):
         return None
 
+    def quantize(self, mode=None, type_check=True, config=None):
+        # `EinsumDense` refuses subclasses, which may change its maths; this one
+        # changes only mask handling, so `model.quantize` may quantize it.
+        super().quantize(mode, type_check=False, config=config)
+
 
 def _positive_int(name, value, allow_none=False):
     """Keras's check and message for `num_heads`, `key_dim`, `value_dim`."""

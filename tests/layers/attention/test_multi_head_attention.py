@@ -13,10 +13,13 @@ from keras_attention.testing import assert_all_close, run_attention_layer_test
     [
         {"num_heads": 2, "key_dim": 4},
         {"num_heads": 4, "key_dim": 4, "num_key_value_heads": 2, "value_dim": 6},
-        {"num_heads": 2, "key_dim": 4, "num_key_value_heads": 1, "output_dim": 10},
+        {"num_heads": 2, "key_dim": 4, "num_key_value_heads": 1, "output_shape": 10},
         {"num_heads": 2, "key_dim": 4, "use_bias": False, "implementation": "full"},
+        {"num_heads": 2, "key_dim": 4, "sliding_window": 3, "use_gate": True,
+         "kernel_regularizer": "l2", "kernel_constraint": "max_norm"},
+        {"num_heads": 2, "key_dim": 4, "output_dim": 10},
     ],
-    ids=["mha", "gqa", "mqa", "nobias"],
+    ids=["mha", "gqa", "mqa", "nobias", "window-gate", "output_dim"],
 )
 def test_layer_checks(kwargs):
     run_attention_layer_test(MultiHeadAttention, kwargs)
