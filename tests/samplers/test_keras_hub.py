@@ -24,9 +24,11 @@ def causal_lm():
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=len(VOCABULARY), num_layers=2, num_heads=2, hidden_dim=8,
         intermediate_dim=16, max_sequence_length=12)
-    # Larger output weights, so the tiny model prefers some tokens strongly.
-    embedding = backbone.token_embedding
-    embedding.embeddings.assign(embedding.embeddings * 300.0)
+    # Larger (tied) embeddings, so the tiny model mostly repeats its input token,
+    # and an end token close to "c", so that "c" is followed by the end.
+    embeddings = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings) * 300.0
+    embeddings[END] = 1.3 * embeddings[VOCABULARY["c"]]
+    backbone.token_embedding.embeddings.assign(embeddings)
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
@@ -47,6 +49,7 @@ def test_greedy_matches_keras_hub_greedy(causal_lm):
     ours, ours_mask = token_generate(causal_lm, samplers.GreedySampler())
     theirs, theirs_mask = token_generate(causal_lm, keras_hub.samplers.GreedySampler())
     np.testing.assert_array_equal(ours_mask, theirs_mask)
+    assert ours_mask[0].all() and not ours_mask[1].all()  # "c" ends, "ab ca" runs on
     np.testing.assert_array_equal(np.where(ours_mask, ours, -1),
                                   np.where(theirs_mask, theirs, -1))
     causal_lm.compile(sampler=samplers.GreedySampler())
