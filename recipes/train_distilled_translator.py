@@ -92,7 +92,9 @@ SMOKE = DistillationConfig(
 
 def build_trainer(student, teacher=None, distillation_weight=0.0, method="kl"):
     """A `keras.Model` that trains `student`, optionally distilling `teacher`'s
-    cross-attention (TensorFlow backend: the train step uses `tf.GradientTape`).
+    cross-attention. Its train step is written for the TensorFlow backend
+    (`tf.GradientTape`) and for JAX (a stateless step: `jax.value_and_grad` and
+    the optimizer's `stateless_apply`).
 
     Args:
         student: a built `TransformerSeq2Seq`, trained.
@@ -105,11 +107,19 @@ def build_trainer(student, teacher=None, distillation_weight=0.0, method="kl"):
     Returns:
         The trainer; call it like the student (`{"encoder_tokens",
         "decoder_tokens"}` -> logits); its logs add `attention_loss`.
+
+    Raises:
+        ValueError: the backend is neither TensorFlow nor JAX.
     """
     import keras
-    import tensorflow as tf
+    from keras import ops
 
     from keras_attention.analysis import AttentionDistillationLoss
+
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise ValueError("The distillation trainer runs on the TensorFlow and JAX "
+                         f"backends. Received: backend={backend}")
 
     # A plain function: keeps the teacher out of the trainer's tracked weights.
     teacher_maps = None
@@ -118,7 +128,7 @@ def build_trainer(student, teacher=None, distillation_weight=0.0, method="kl"):
             memory, mask = teacher.encode(x["encoder_tokens"], training=False)
             _, cross = teacher.decode(x["decoder_tokens"], memory, mask, training=False,
                                       return_attention_scores=True)
-            return [tf.stop_gradient(tf.cast(c, "float32")) for c in cross]  # (B, N_t, T, S)
+            return [ops.stop_gradient(ops.cast(c, "float32")) for c in cross]  # (B, N_t, T, S)
 
     class DistillationTrainer(keras.Model):
         def __init__(self, **kwargs):
@@ -139,8 +149,8 @@ def build_trainer(student, teacher=None, distillation_weight=0.0, method="kl"):
                 return_attention_scores=True)
             token_loss = self.compute_loss(x=x, y=y, y_pred=logits, training=training)
             if targets is None:
-                return logits, token_loss, tf.zeros(())
-            attention = self.attention_loss(targets, [tf.cast(c, "float32") for c in cross])
+                return logits, token_loss, ops.zeros(())
+            attention = self.attention_loss(targets, [ops.cast(c, "float32") for c in cross])
             return logits, token_loss, attention
 
         def _logs(self, y, logits, token_loss, attention):
@@ -153,18 +163,82 @@ def build_trainer(student, teacher=None, distillation_weight=0.0, method="kl"):
                     metric.update_state(y, logits)
             return {m.name: m.result() for m in self.metrics}
 
-        def train_step(self, data):
-            x, y = data
-            with tf.GradientTape() as tape:
-                logits, token_loss, attention = self._forward(x, y, training=True)
-                loss = token_loss + distillation_weight * attention
-            variables = self.trainable_variables
-            self.optimizer.apply(tape.gradient(loss, variables), variables)
-            return self._logs(y, logits, token_loss, attention)
+        if backend == "tensorflow":
+            def train_step(self, data):
+                import tensorflow as tf
 
-        def test_step(self, data):
-            x, y = data
-            return self._logs(y, *self._forward(x, y, training=False))
+                x, y = data
+                with tf.GradientTape() as tape:
+                    logits, token_loss, attention = self._forward(x, y, training=True)
+                    loss = token_loss + distillation_weight * attention
+                variables = self.trainable_variables
+                self.optimizer.apply(tape.gradient(loss, variables), variables)
+                return self._logs(y, logits, token_loss, attention)
+
+            def test_step(self, data):
+                x, y = data
+                return self._logs(y, *self._forward(x, y, training=False))
+        else:
+            def _stateless(self, fn, groups):
+                """`fn()` with each `(variables, values)` of `groups` mapped; returns
+                its result and the values of every group afterwards."""
+                mapping = [pair for variables, values in groups
+                           for pair in zip(variables, values)]
+                with keras.StatelessScope(state_mapping=mapping) as scope:
+                    result = fn()
+                after = []
+                for variables, values in groups:
+                    current = [scope.get_current_value(v) for v in variables]
+                    after.append([value if new is None else new
+                                  for new, value in zip(current, values)])
+                return result, after
+
+            def _jax_forward(self, state, x, y, training):
+                """`_forward` on the values in `state` (trainable, non-trainable,
+                metrics); returns its outputs and the updated non-trainable and
+                metrics values."""
+                trainable, non_trainable, metrics = state
+                outputs, (_, non_trainable, metrics) = self._stateless(
+                    lambda: self._forward(x, y, training),
+                    [(self.trainable_variables, trainable),
+                     (self.non_trainable_variables, non_trainable),
+                     (self.metrics_variables, metrics)])
+                return outputs, non_trainable, metrics
+
+            def _jax_logs(self, metrics, y, outputs):
+                logs, (metrics,) = self._stateless(
+                    lambda: self._logs(y, *outputs), [(self.metrics_variables, metrics)])
+                return logs, metrics
+
+            def train_step(self, state, data):
+                import jax
+
+                trainable, non_trainable, optimizer_values, metrics = state
+                x, y = data
+
+                def objective(trainable):
+                    outputs, rest, new_metrics = self._jax_forward(
+                        (trainable, non_trainable, metrics), x, y, training=True)
+                    loss = outputs[1] + distillation_weight * outputs[2]
+                    loss, _ = self._stateless(
+                        lambda: self.optimizer.scale_loss(loss),
+                        [(self.optimizer.variables, optimizer_values)])
+                    return loss, (outputs, rest, new_metrics)
+
+                (_, (outputs, non_trainable, metrics)), grads = jax.value_and_grad(
+                    objective, has_aux=True)(trainable)
+                trainable, optimizer_values = self.optimizer.stateless_apply(
+                    optimizer_values, grads, trainable)
+                logs, metrics = self._jax_logs(metrics, y, outputs)
+                return logs, (trainable, non_trainable, optimizer_values, metrics)
+
+            def test_step(self, state, data):
+                trainable, non_trainable, metrics = state
+                x, y = data
+                outputs, non_trainable, metrics = self._jax_forward(
+                    (trainable, non_trainable, metrics), x, y, training=False)
+                logs, metrics = self._jax_logs(metrics, y, outputs)
+                return logs, (trainable, non_trainable, metrics)
 
     return DistillationTrainer(name="distillation_trainer")
 

@@ -5,6 +5,7 @@
     python -m recipes.train_translator --smoke --workdir=/tmp/t
     python -m recipes.train_translator --checkpoint_dir=zoo/checkpoints --overwrite=true
     python -m recipes.train_translator --data=my_pairs.tsv  # english<TAB>spanish lines
+    python -m recipes.train_translator --evaluate_only=true --workdir=/tmp/t_eval
 
 Data: the Tatoeba pairs (see `zoo.translator.data`), split by unique English sentence
 into train/valid/test (90/5/5 by a hash of the text, `seed`). A shared WordPiece
@@ -13,8 +14,13 @@ additive-attention baseline are trained in turn with the shared loop, then both 
 evaluated on the same test split with sacreBLEU and chrF (all Spanish translations of
 a test sentence are its references), beside a copy-the-source baseline. Each model's
 checkpoint goes to `<checkpoint_dir>/<name>` (default `<workdir>/checkpoints/<name>`)
-with a manifest holding the metrics of both; the last command above retrains the
-shipped models in place.
+with a manifest holding the metrics of both; the fourth command above retrains the
+shipped models in place. `--evaluate_only=true` trains nothing: it scores the
+existing checkpoints again (see `evaluate_checkpoints`).
+
+The same commands run on TensorFlow and on JAX (`KERAS_BACKEND=jax`): the data
+pipeline and tokenisation are TensorFlow string ops outside the model, and the
+model only sees integer arrays.
 """
 
 import dataclasses
@@ -53,6 +59,9 @@ class TranslatorConfig(ZooRecipeConfig):
         eval_limit: evaluate on the first N test sentences (0: all).
         note: free text copied into the checkpoint manifests (e.g. how a run was
             resumed with a different schedule).
+        evaluate_only: train nothing: score the checkpoints of `models` in
+            `checkpoint_dir` (default: the zoo's) on their own test split and
+            compare with their manifests; nothing is written there.
     """
 
     workdir: str = "runs/translator"
@@ -77,6 +86,7 @@ class TranslatorConfig(ZooRecipeConfig):
     train_limit: int = 0
     eval_limit: int = 0
     note: str = ""
+    evaluate_only: bool = False
 
 
 DEFAULT = TranslatorConfig()
@@ -264,11 +274,55 @@ def _save_inference_weights(model, kind, config, vocabulary_size, path):
     clone.save_weights(path)
 
 
+def evaluate_checkpoints(config, kinds):
+    """`--evaluate_only`: the test metrics of existing checkpoints, recomputed.
+
+    Each checkpoint `<checkpoint_dir>/<name>` (default: the zoo's folder) is
+    verified and loaded, and decoded as its manifest says (`max_length`, beam
+    size) on the test split of its manifest's split seed (the first
+    `eval_limit` sentences when set). The table (with the manifest's figures
+    and the backend) is printed and written to `workdir/evaluation.json`; the
+    checkpoints are only read.
+    """
+    import keras
+
+    from recipes import training
+    from zoo import checkpoint as ckpt
+    from zoo.translator.translator import load_translator
+
+    root = config.checkpoint_dir or str(ckpt.checkpoints_root())
+    rows = []
+    for kind in kinds:
+        directory = os.path.join(root, NAMES[kind])
+        manifest = ckpt.verify_checkpoint(directory, COMMAND)
+        translator = load_translator(directory, manifest)
+        splits = load_splits(dataclasses.replace(
+            config, seed=manifest["data"]["split_seed"], train_limit=0))
+        test = splits["test"]
+        start = time.perf_counter()
+        hypotheses = translator.translate([e for e, _ in test])
+        decode_s = time.perf_counter() - start
+        scores = evaluate(hypotheses, test)
+        recorded = manifest["metrics"]
+        rows.append({"model": NAMES[kind], "backend": keras.backend.backend(),
+                     "test_sentences": len(test), **scores,
+                     "manifest_bleu": recorded["bleu"], "manifest_chrf": recorded["chrf"],
+                     "manifest_test_sentences": recorded["test_sentences"],
+                     "decode_s": round(decode_s, 1)})
+    training.write_evaluation(
+        rows, os.path.join(config.workdir, "evaluation.json"),
+        extra={"checkpoint_dir": root, "config": config.to_dict()},
+        title="English -> Spanish checkpoints, test split (re-evaluated)")
+    return 0
+
+
 def main(argv=None):
     config = parse_args(sys.argv[1:] if argv is None else argv, DEFAULT, SMOKE)
     if config is None:
         return 0
     kinds = _models(config)
+    if config.evaluate_only:
+        return evaluate_checkpoints(config, kinds)
     directories = {kind: checkpoint_directory(config, NAMES[kind]) for kind in kinds}
 
     import keras

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+from keras import ops
 
 from zoo import inputs
 from zoo.translator.tokenizer import EOS_ID, UNK_ID, SubwordTokenizer
@@ -25,11 +26,15 @@ def build_model(kind, vocabulary_size, **model_config):
 
 
 def build_inputs(tokenizer, sentences, max_length):
-    """`(B, S)` int32 source ids (0-padded, truncated to `max_length`)."""
+    """`(B, S)` int32 NumPy source ids (0-padded, truncated to `max_length`).
+
+    Tokenisation runs in TensorFlow (tf.data-style string ops) on every backend;
+    the model only ever sees the resulting integer array.
+    """
     import tensorflow as tf
 
     ids = tokenizer.tokenize(tf.constant(list(sentences)))
-    return ids[:, :max_length].to_tensor(default_value=0)
+    return ids[:, :max_length].to_tensor(default_value=0).numpy()
 
 
 class Translator:
@@ -56,8 +61,7 @@ class Translator:
     def _decoder(self, beam_size):
         """A compiled `(B, S) ids -> (B, max_length) ids` function (cached)."""
         if beam_size not in self._decoders:
-            import tensorflow as tf
-
+            from zoo.compiled import compile_inference
             from zoo.translator import decoding
 
             def decode(source):
@@ -67,10 +71,29 @@ class Translator:
                     return decoding.greedy_decode(self.model, source, self.max_length)
                 return decoding.beam_search(self.model, source, self.max_length, beam_size)
 
-            self._decoders[beam_size] = tf.function(
-                decode, input_signature=[tf.TensorSpec([None, None], tf.int32)]
-            )
+            self._decoders[beam_size] = compile_inference(decode, self.model.variables)
         return self._decoders[beam_size]
+
+    def decode_ids(self, source, beam_size=None):
+        """Target ids `(B, max_length)` (NumPy) for source ids `(B, S)` (NumPy).
+
+        Under JAX, where each new input shape compiles the decoder again, the
+        batch is padded to a power of two (repeating its last row) and the source
+        to a multiple of 8 tokens, so a run compiles a few shapes only; the
+        padding is masked and the extra rows are dropped.
+        """
+        import keras
+
+        source = np.asarray(source, "int32")
+        decoder = self._decoder(self._beam_size(beam_size))
+        rows = len(source)
+        if keras.backend.backend() == "jax":
+            batch = 1 << (rows - 1).bit_length()
+            length = min(-(-source.shape[1] // 8) * 8, max(self.max_length, source.shape[1]))
+            source = np.pad(source, [(0, 0), (0, length - source.shape[1])])
+            source = np.concatenate([source, np.repeat(source[-1:], batch - rows, axis=0)])
+        ids = decoder(ops.convert_to_tensor(source))
+        return ops.convert_to_numpy(ids)[:rows]
 
     def _beam_size(self, beam_size):
         if beam_size is None:
@@ -86,7 +109,7 @@ class Translator:
         with no known subword (only characters outside the vocabulary) is refused:
         its translation would be invented."""
         source = build_inputs(self.tokenizer, sentences, self.max_length)
-        known = (source.numpy() > UNK_ID).any(axis=1)
+        known = (source > UNK_ID).any(axis=1)
         if not known.all():
             i = int(np.argmin(known))
             raise ValueError(f"`{names[i]}` has no word or subword the translator knows. "
@@ -112,12 +135,11 @@ class Translator:
         """
         sentences = inputs.check_texts(sentences, "sentences")
         beam_size = self._beam_size(beam_size)
-        decoder = self._decoder(beam_size)
         out = []
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start:start + batch_size]
             source = self._source(chunk, [f"sentences[{start + i}]" for i in range(len(chunk))])
-            ids = decoder(source)
+            ids = self.decode_ids(source, beam_size)
             text = self.tokenizer.detokenize(ids).numpy()
             out.extend(t.decode("utf-8") for t in text)
         return out
@@ -131,26 +153,24 @@ class Translator:
             per decoder layer for the Transformer, or one `(1, T, S)` array for the
             GRU model.
         """
-        import tensorflow as tf
-
         source = self._source([inputs.check_text(sentence, "sentence")], ["sentence"])
-        ids = self._decoder(self._beam_size(beam_size))(source).numpy()[0]
+        ids = self.decode_ids(source, beam_size)[0]
         end = int(np.argmax(ids == EOS_ID)) + 1 if (ids == EOS_ID).any() else len(ids)
         target = ids[:end]
         decoder_in = np.concatenate([[2], target[:-1]])[None].astype("int32")  # BOS + prefix
         if self.kind == "transformer":
             memory, mask = self.model.encode(source)
-            _, cross = self.model.decode(tf.constant(decoder_in), memory, mask,
+            _, cross = self.model.decode(decoder_in, memory, mask,
                                          return_attention_scores=True)
-            weights = [np.asarray(w)[0] for w in cross]
+            weights = [ops.convert_to_numpy(w)[0] for w in cross]
         else:
             memory, mask, state = self.model.encode(source)
-            _, _, w = self.model.decode(tf.constant(decoder_in), memory, mask, state,
+            _, _, w = self.model.decode(decoder_in, memory, mask, state,
                                         return_attention_scores=True)
-            weights = [np.asarray(w)[0][None]]
+            weights = [ops.convert_to_numpy(w)[0][None]]
         vocab = self.tokenizer.vocabulary
         return {
-            "source_tokens": [vocab[i] for i in source.numpy()[0]],
+            "source_tokens": [vocab[i] for i in source[0]],
             "target_tokens": [vocab[i] for i in target],
             "weights": weights,
         }
@@ -161,9 +181,20 @@ class Translator:
         The serving signature `serving_default(text: string[B]) -> {"translation":
         string[B]}` tokenises with core TensorFlow ops, decodes with the KV cache
         (beam search or greedy) and detokenises inside the graph, so it runs with
-        `tensorflow` alone.
+        `tensorflow` alone. Needs the TensorFlow backend.
+
+        Raises:
+            ValueError: the Keras backend is not TensorFlow (the message says
+                how to export).
         """
         import keras
+
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "SavedModel export needs the TensorFlow backend; export with "
+                "KERAS_BACKEND=tensorflow (e.g. KERAS_BACKEND=tensorflow keras-attention "
+                "translate --export DIR). "
+                f"Received: backend={keras.backend.backend()}")
         import tensorflow as tf
 
         from zoo.translator import decoding
