@@ -1,6 +1,8 @@
 """Golden tests of `BeamSampler` on the hand-set chain of `tables`: a beam as wide as
 the search space must give exactly the brute-force ranking of all results."""
 
+import keras
+import keras_hub
 import numpy as np
 import pytest
 
@@ -142,3 +144,5 @@ def test_config_round_trip():
     clone = samplers.BeamSampler.from_config(sampler.get_config())
     assert clone.get_config() == sampler.get_config()
     assert isinstance(clone.logits_processors[0], samplers.BannedIds)
+    clone = keras_hub.samplers.get(keras.saving.serialize_keras_object(sampler))
+    assert clone.get_config() == sampler.get_config()

@@ -1,6 +1,8 @@
 """Greedy, top-k, top-p and random samplers on the hand-set chain of `tables`:
 exact for greedy, statistical (seeded) for the random ones."""
 
+import keras
+import keras_hub
 import numpy as np
 import pytest
 
@@ -113,3 +115,6 @@ def test_seeded_samplers_repeat():
 def test_config_round_trip(sampler):
     clone = type(sampler).from_config(sampler.get_config())
     assert clone.get_config() == sampler.get_config()
+    # keras-hub's `samplers.get` (what `causal_lm.compile(sampler=config)` uses).
+    clone = keras_hub.samplers.get(keras.saving.serialize_keras_object(sampler))
+    assert type(clone) is type(sampler) and clone.get_config() == sampler.get_config()
