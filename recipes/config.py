@@ -37,9 +37,18 @@ class TrainConfig:
         jit_compile: compile train and eval steps with XLA.
         precision: "auto" (mixed_float16 on GPU, mixed_bfloat16 on TPU, float32 on
             CPU), or a Keras dtype policy name such as "float32" or "mixed_bfloat16".
-        strategy: "auto", "none", "mirrored", "multiworker" or "tpu" (TensorFlow);
-            on JAX, "auto"/"mirrored" use `keras.distribution.DataParallel` when more
-            than one device is present.
+        strategy: "auto", "none", "mirrored", "multiworker" or "tpu". TensorFlow:
+            tf.distribute strategies; "multiworker" is MultiWorkerMirroredStrategy,
+            one process per worker, configured by TF_CONFIG. JAX: "auto"/"mirrored"
+            use `keras.distribution.DataParallel` when more than one device is
+            present; "multiworker" first joins the processes named by
+            KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and
+            KERAS_DISTRIBUTION_PROCESS_ID (`keras.distribution.initialize`), then
+            data-parallel over every device of every process. See
+            docs/distributed.md.
+        remat: gradient checkpointing of every Transformer encoder and decoder
+            block of the model (their `remat` option, `keras.remat`): less
+            activation memory for one more forward pass per step.
         seed: seed for data splits, shuffling and initialisation.
         verbose: Keras progress-bar verbosity (0, 1 or 2).
         smoke: set by `--smoke`; recipes use it to shrink the data as well.
@@ -58,6 +67,7 @@ class TrainConfig:
     jit_compile: bool = True
     precision: str = "auto"
     strategy: str = "auto"
+    remat: bool = False
     seed: int = 0
     verbose: int = 1
     smoke: bool = False
@@ -179,6 +189,8 @@ def parse_args(argv, default, smoke=None):
 
     Returns:
         The config, or `None` when `--help` was asked (the help text is printed).
+        With `--strategy=multiworker` the multi-worker strategy is made here,
+        before the recipe does any work (`recipes.training.make_strategy`).
     """
     overrides = {}
     use_smoke = False
@@ -204,7 +216,14 @@ def parse_args(argv, default, smoke=None):
         base = smoke
     else:
         base = default
-    return apply_overrides(base, overrides)
+    config = apply_overrides(base, overrides)
+    if getattr(config, "strategy", None) == "multiworker":
+        # The processes join before the recipe runs its first TensorFlow or JAX
+        # operation (loading data), as both backends require.
+        from recipes import training
+
+        training.make_strategy("multiworker")
+    return config
 
 
 _ENTRY = re.compile(r"^([A-Za-z_][\w ,.]*?):\s+(.*)$")

@@ -43,7 +43,7 @@ from recipes.config import (
     run_main,
     smoke_jit_compile,
 )
-from recipes.training import fit, write_evaluation
+from recipes.training import fit, is_chief, write_evaluation
 
 RECIPE = "python -m recipes.train_forecaster"
 BUILTIN = ("electricity", "traffic", "beijing_pm25")
@@ -494,7 +494,7 @@ def run_dataset(config, dataset, horizons, command, directory=None):
             "evaluation": details,
         }
         checkpoint_path = None
-        if directory is not None:
+        if directory is not None and is_chief():  # one writer among several processes
             manifest = {
                 "name": checkpoint_name(dataset),
                 "task": "forecast",

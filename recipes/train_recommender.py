@@ -324,6 +324,8 @@ def main(argv=None):
     if improvement is not None:
         print(f"NDCG@10 vs best baseline ({best_baseline}): {improvement:+.1%}")
 
+    if not training.is_chief():
+        return 0  # one process of several: the chief writes the checkpoint
     # Weights only: a fresh, uncompiled copy of the network holds no optimizer state.
     plain = build_models(net)["training"]
     plain.set_weights(models["training"].get_weights())

@@ -7,6 +7,13 @@ the best weights so far, each atomically: a file appears under its final name on
 it is complete. Running the same command again with the same `workdir` resumes after
 the last finished epoch, on the same data stream, as if it had not stopped.
 
+Several processes (`--strategy=multiworker`: TensorFlow's MultiWorkerMirroredStrategy,
+or JAX processes joined by `keras.distribution.initialize`) train one model together:
+each process reads its own share of every global batch, and only the chief (worker 0,
+or JAX process 0) writes the workdir; give every process the same `--workdir` on a
+shared filesystem, so that a restarted group resumes from the chief's state. See
+docs/distributed.md.
+
 Workdir layout:
 
     workdir/
@@ -89,6 +96,9 @@ class _NoStrategy:
         return contextlib.nullcontext()
 
 
+_MULTIWORKER = []  # the process's one multi-worker strategy, once made
+
+
 def make_strategy(name="auto"):
     """Returns an object with `scope()` and `num_replicas_in_sync`.
 
@@ -96,21 +106,37 @@ def make_strategy(name="auto"):
     GPUs (or the logical CPUs when there is no GPU), "multiworker" ->
     MultiWorkerMirroredStrategy (from TF_CONFIG), "tpu" -> TPUStrategy, "auto" ->
     TPU if present, mirrored if more than one GPU, else none. On JAX, "auto" and
-    "mirrored" set `keras.distribution.DataParallel` when more than one device exists.
+    "mirrored" set `keras.distribution.DataParallel` when more than one device exists;
+    "multiworker" first calls `keras.distribution.initialize()` (process addresses,
+    count and id from the KERAS_DISTRIBUTION_* environment variables) and sets
+    DataParallel over the devices of all processes.
+
+    "multiworker" must be made before the process runs any TensorFlow or JAX
+    operation (`recipes.config.parse_args` makes it as soon as it reads the flag);
+    later calls return that same strategy.
     """
     if name not in _STRATEGIES:
         raise ValueError(
             f"`strategy` must be one of {', '.join(_STRATEGIES)}. Received: strategy={name}"
         )
+    if name == "multiworker" and _MULTIWORKER:
+        return _MULTIWORKER[0]
     backend = keras.backend.backend()
     if backend == "jax":
+        if name == "multiworker":
+            # Joins the processes named by the KERAS_DISTRIBUTION_* variables; must
+            # come before anything touches a JAX device.
+            keras.distribution.initialize()
         import jax
 
         if name == "tpu" and jax.default_backend() != "tpu":
             raise ValueError("strategy=tpu needs a TPU. Received: strategy=tpu")
         if name != "none" and len(jax.devices()) > 1:
             keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return _NoStrategy()
+        strategy = _NoStrategy()
+        if name == "multiworker":
+            _MULTIWORKER.append(strategy)
+        return strategy
     if backend != "tensorflow":
         if name not in ("auto", "none"):
             raise ValueError(
@@ -135,11 +161,181 @@ def make_strategy(name="auto"):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        _MULTIWORKER.append(_multi_worker_strategy())
+        return _MULTIWORKER[0]
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _tf_config():
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def process_count():
+    """Number of processes training together: JAX processes, or the workers of
+    TF_CONFIG (1 without it)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_count()
+    cluster = _tf_config().get("cluster", {})
+    return max(sum(len(cluster.get(kind, ())) for kind in ("chief", "worker")), 1)
+
+
+def process_index():
+    """This process's place among `process_count()`: the JAX process index, or the
+    TF_CONFIG task (a "chief" task first, then the workers in order)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_index()
+    config = _tf_config()
+    task = config.get("task", {})
+    if not task:
+        return 0
+    chiefs = len(config.get("cluster", {}).get("chief", ()))
+    return int(task.get("index", 0)) + (chiefs if task.get("type") == "worker" else 0)
+
+
+def is_chief():
+    """True in the one process that writes checkpoints, manifests and results."""
+    return process_index() == 0
+
+
+def _is_multiworker(strategy):
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _barrier(strategy, name):
+    """Waits until every process has reached this point (no-op in one process)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+    elif _is_multiworker(strategy):
+        import tensorflow as tf
+
+        # An all-reduce across the workers is the barrier.
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def shard_batches(dataset, num_shards, index, multiple=1):
+    """This process's share of every batch of `dataset`, for data-parallel training
+    where each process feeds its own part of the global batch (JAX).
+
+    Each batch is cut to a multiple of `multiple` (the number of devices, so that
+    it splits evenly; the at most `multiple - 1` examples cut are lost to that
+    step) and process `index` of `num_shards` keeps its contiguous slice.
+    Batches that would be empty are dropped.
+    """
+    import tensorflow as tf
+
+    def take(*batch):
+        size = tf.shape(tf.nest.flatten(batch)[0])[0]
+        share = size // multiple * multiple // num_shards
+        part = tuple(tf.nest.map_structure(lambda t: t[index * share:(index + 1) * share], b)
+                     for b in batch)
+        return part if len(part) > 1 else part[0]
+
+    def nonempty(*batch):
+        return tf.shape(tf.nest.flatten(batch)[0])[0] > 0
+
+    return dataset.map(take).filter(nonempty)
+
+
+def _data_parallel_devices():
+    """Devices of the JAX DataParallel distribution in force, or 0 without one."""
+    if keras.backend.backend() != "jax":
+        return 0
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 0
+    return int(np.prod(distribution.device_mesh.shape))
+
+
+def _input_for_distribution(dataset, strategy):
+    """`dataset` as this process feeds it to the distribution in force."""
+    if dataset is None:
+        return None
+    devices = _data_parallel_devices()
+    if devices > 1:
+        return shard_batches(dataset, process_count(), process_index(), devices)
+    if _is_multiworker(strategy):
+        import tensorflow as tf
+
+        # TensorFlow splits every global batch between the workers itself.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        return dataset.with_options(options)
+    return dataset
+
+
+def _count_batches(dataset):
+    return int(dataset.reduce(np.int64(0), lambda n, *_: n + 1))
+
+
+def set_remat(model, enabled=True):
+    """Turns gradient checkpointing (`remat`) on or off in every Transformer encoder
+    and decoder block of `model`; returns how many blocks were set."""
+    from keras_attention.layers import TransformerDecoderBlock, TransformerEncoderBlock
+
+    blocks = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, (TransformerEncoderBlock, TransformerDecoderBlock))]
+    for block in blocks:
+        block.remat = bool(enabled)
+    return len(blocks)
+
+
+def _local_copy(model, loss, metrics):
+    """A copy of a functional or sequential `model` on this process alone, with its
+    trained weights, for evaluation after a distributed run; the model itself when
+    it cannot be cloned."""
+    weights = model.get_weights()
+    if keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(None)
+    try:
+        local = keras.models.clone_model(model)
+    except (TypeError, ValueError, NotImplementedError):
+        return model
+    local.set_weights(weights)
+    local.compile(loss=loss, metrics=metrics)
+    return local
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3's TensorFlow
+    trainer gives it with several workers.
+
+    Keras (3.15) reduces the first distributed batch, an `(x, y)` tuple, in one
+    `reduce` call, and each step's scalar logs with `axis=0`; across workers
+    the strategy accepts neither ("Attempt to convert a value (PerReplica...)",
+    "Invalid reduction dimension 0 for input with 0 dimensions"). This subclass
+    reduces a structure item by item and a scalar over the replicas alone.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def reduce_one(item):
+                local = (item.values[0] if isinstance(item, tf.distribute.DistributedValues)
+                         else item)
+                rank = getattr(local, "shape", tf.TensorShape(None)).rank
+                parent = super(MultiWorkerMirroredStrategy, self)
+                return parent.reduce(reduce_op, item, None if rank == 0 else axis)
+
+            return tf.nest.map_structure(reduce_one, value)
+
+    return MultiWorkerMirroredStrategy()
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -173,7 +369,10 @@ class WarmupCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
-    """Saves the training state after every epoch and the best weights, atomically."""
+    """Saves the training state after every epoch and the best weights, atomically.
+
+    In a group of processes only the chief writes; the others keep the same
+    record of the best value."""
 
     def __init__(self, workdir, monitor="val_loss", mode="min", best=None,
                  train_seconds=0.0):
@@ -203,8 +402,12 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self._start = now
         value = logs.get(self.monitor)
         value = None if value is None else float(value)
-        if self._improved(value):
-            self.best = value
+        improved = self._improved(value)
+        if improved:
+            self.best = value  # every process tracks it: each may become the chief
+        if not is_chief():
+            return
+        if improved:
             tmp = self.best_path.replace(".weights.h5", ".tmp.weights.h5")
             self.model.save_weights(tmp)
             os.replace(tmp, self.best_path)
@@ -275,7 +478,9 @@ def fit(
 
     Returns:
         `(model, info)`: the model with the best weights loaded (or the last ones
-        when there was no improvement to record), and a dict with `history`,
+        when there was no improvement to record; after a JAX run over several
+        devices or processes, a copy of it on this process alone when the model
+        can be cloned, so that evaluation runs locally), and a dict with `history`,
         `train_seconds` (all epochs so far, across resumed runs),
         `session_seconds` (this call), `resumed_from_epoch`, `steps_per_epoch` and
         `precision`.
@@ -283,9 +488,9 @@ def fit(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig. Received: config={config!r}")
     os.makedirs(config.workdir, exist_ok=True)
+    strategy = make_strategy(config.strategy)  # first: JAX processes join here
     keras.utils.set_random_seed(config.seed)
     precision = choose_precision(config.precision)
-    strategy = make_strategy(config.strategy)
 
     steps_per_epoch = config.steps_per_epoch
     if steps_per_epoch <= 0:
@@ -296,6 +501,11 @@ def fit(
                 f"steps_per_epoch. Received: steps_per_epoch={config.steps_per_epoch}"
             )
         steps_per_epoch = cardinality
+    distributed = _data_parallel_devices() > 1
+    train_ds = _input_for_distribution(train_ds, strategy)
+    valid_ds = _input_for_distribution(valid_ds, strategy)
+    if _data_parallel_devices() > 1 and config.steps_per_epoch <= 0:
+        steps_per_epoch = _count_batches(train_ds)  # a batch smaller than the devices goes
     total_steps = steps_per_epoch * config.epochs
 
     state = read_state(config.workdir)
@@ -311,6 +521,8 @@ def fit(
 
     with strategy.scope():
         model = build_model()
+        if config.remat:
+            print(f"remat: gradient checkpointing in {set_remat(model)} Transformer blocks.")
         schedule = WarmupCosineSchedule(
             config.learning_rate,
             config.warmup_steps,
@@ -339,10 +551,9 @@ def fit(
         best=state["best"] if state else None,
         train_seconds=state.get("train_seconds", 0.0) if state else 0.0,
     )
-    callbacks = [
-        checkpointer,
-        keras.callbacks.TensorBoard(os.path.join(config.workdir, "logs")),
-    ]
+    callbacks = [checkpointer]
+    if is_chief():
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.workdir, "logs")))
     # Same stream as an uninterrupted run: skip the batches already trained on.
     stream = train_ds.repeat().skip(initial_epoch * steps_per_epoch)
     start = time.perf_counter()
@@ -361,9 +572,12 @@ def fit(
         history = result.history
     session_seconds = time.perf_counter() - start
 
+    _barrier(strategy, "recipes.training.fit")  # the chief has written its files
     best_path = os.path.join(config.workdir, "best.weights.h5")
     if os.path.exists(best_path):
         model.load_weights(best_path)
+    if distributed:  # JAX: evaluation runs on this process's default device
+        model = _local_copy(model, loss, metrics)
     return model, {
         "history": history,
         "train_seconds": max(checkpointer.train_seconds, 0.0),
@@ -394,10 +608,12 @@ def _format_cell(value):
 
 
 def write_evaluation(rows, path, extra=None, title="Evaluation"):
-    """Prints `rows` (list of dicts) as a table and writes them, with `extra`, as JSON."""
+    """Prints `rows` (list of dicts) as a table and writes them, with `extra`, as JSON
+    (in the chief process only, see `is_chief`)."""
     print(f"\n{title}\n{format_table(rows)}\n")
     payload = {"rows": rows}
     if extra:
         payload.update(extra)
-    atomic_write_json(path, payload)
+    if is_chief():
+        atomic_write_json(path, payload)
     return payload

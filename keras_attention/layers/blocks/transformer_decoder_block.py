@@ -17,6 +17,7 @@ from keras_attention.layers.blocks.transformer_encoder_block import (
     check_attention_output,
     check_epsilon,
     check_sequence_shape,
+    rematerialized,
     default_key_dim,
     implicit_mask,
     merge_padding_mask,
@@ -25,6 +26,7 @@ from keras_attention.layers.blocks.transformer_encoder_block import (
     serialize_attention,
 )
 from keras_attention.utils.validation import (
+    check_bool,
     check_choice,
     check_positive_int,
     check_rank,
@@ -77,6 +79,9 @@ class TransformerDecoderBlock(keras.layers.Layer):
         kernel_initializer, bias_initializer: initializers of the default
             attention layers and of the feed-forward network.
         seed: seed of the dropouts (each sublayer gets a distinct offset).
+        remat: gradient checkpointing, as in `TransformerEncoderBlock`: the forward
+            pass runs under `keras.remat` and is recomputed in the backward pass.
+            Calls with a cache (decoding) run without it.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -142,6 +147,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         seed=None,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -163,6 +169,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.seed = check_positive_int("seed", seed, allow_none=True, allow_zero=True)
+        self.remat = check_bool("remat", remat)
         self.supports_masking = True
         self._has_cross_attention = None  # fixed by build
 
@@ -354,6 +361,28 @@ class TransformerDecoderBlock(keras.layers.Layer):
             x, decoder_padding_mask, keras_mask, cache, cache_index
         )
 
+        encoder_mask = None
+        if encoder_outputs is not None:
+            encoder_mask = merge_padding_mask(
+                "encoder_padding_mask", encoder_padding_mask, implicit_mask(encoder_outputs),
+                encoder_outputs.shape[0], encoder_outputs.shape[1],
+            )  # (B, S)
+
+        def forward(x, *encoder_outputs):
+            return self._sublayers(
+                x, encoder_outputs[0] if encoder_outputs else None, query_mask, key_mask,
+                encoder_mask, self_attention_mask, cross_attention_mask, use_causal_mask,
+                return_attention_scores, training, cache, cache_index,
+            )
+
+        # The encoder outputs are an argument, not a closure, so that gradients reach
+        # them through the checkpoint on every backend.
+        inputs = (x,) if encoder_outputs is None else (x, encoder_outputs)
+        return rematerialized(self, forward, self.remat and cache is None)(*inputs)
+
+    def _sublayers(self, x, encoder_outputs, query_mask, key_mask, encoder_mask,
+                   self_attention_mask, cross_attention_mask, use_causal_mask,
+                   return_attention_scores, training, cache, cache_index):
         # Causal self-attention sublayer.
         residual = x
         h = self._self_attention_norm(x) if self.norm_first else x  # (B, T, F)
@@ -382,10 +411,6 @@ class TransformerDecoderBlock(keras.layers.Layer):
         # Cross-attention sublayer.
         cross_scores = None
         if encoder_outputs is not None:
-            encoder_mask = merge_padding_mask(
-                "encoder_padding_mask", encoder_padding_mask, implicit_mask(encoder_outputs),
-                encoder_outputs.shape[0], encoder_outputs.shape[1],
-            )  # (B, S)
             residual = x
             h = self._cross_attention_norm(x) if self.norm_first else x
             result = self._cross_attention(
@@ -430,6 +455,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "seed": self.seed,
+                "remat": self.remat,
             }
         )
         return config

@@ -5,7 +5,7 @@ Shape legend: B batch, T sequence length, F features, N heads.
 
 The module also holds the helpers shared with `TransformerDecoderBlock`:
 `resolve_attention` (an attention layer from an instance or its config),
-`default_key_dim` and `merge_padding_mask`.
+`default_key_dim`, `merge_padding_mask` and `rematerialized`.
 """
 
 import numbers
@@ -18,6 +18,7 @@ from keras_attention.layers.attention.base_attention import BaseAttention
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
 from keras_attention.layers.blocks.feed_forward import ACTIVATIONS, FeedForward
 from keras_attention.utils.validation import (
+    check_bool,
     check_choice,
     check_positive_int,
     check_rank,
@@ -120,6 +121,43 @@ def merge_padding_mask(name, padding_mask, keras_mask, batch, length):
     return masks_lib.merge_masks(padding_mask, keras_mask)
 
 
+def rematerialized(layer, forward, remat):
+    """`forward` itself, or (when `remat` is True) `forward` under `keras.remat`:
+    gradient checkpointing, its intermediate values recomputed in the backward pass
+    instead of kept.
+
+    `forward` takes tensors and reads `layer`'s variables. They enter the
+    checkpoint as explicit inputs (through a `keras.StatelessScope`), and the new
+    values of the non-trainable ones (the dropout seed states) leave it as
+    outputs, assigned afterwards: so the recomputation draws the same dropout
+    masks as the forward pass, and under JAX no traced value escapes the
+    checkpoint. Masks and flags reach `forward` by closure.
+    """
+    if not remat:
+        return forward
+    variables = list(layer.variables)
+
+    def pure(*values_and_args):
+        values, args = values_and_args[:len(variables)], values_and_args[len(variables):]
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            outputs = forward(*args)
+            updated = [scope.get_current_value(v) for v in variables]
+        new_values = [value if new is None else new for value, new in zip(values, updated)]
+        return outputs, new_values
+
+    checkpointed = keras.remat(pure)
+
+    def call(*args):
+        values = [ops.convert_to_tensor(v) for v in variables]
+        outputs, new_values = checkpointed(*values, *args)
+        for variable, value in zip(variables, new_values):
+            if not variable.trainable:
+                variable.assign(value)
+        return outputs
+
+    return call
+
+
 def seed_for(seed, offset):
     """A distinct seed per sublayer from the block's seed (None stays None)."""
     return None if seed is None else seed + offset
@@ -165,6 +203,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         kernel_initializer, bias_initializer: initializers of the default
             attention and of the feed-forward network.
         seed: seed of the dropouts (each sublayer gets a distinct offset).
+        remat: gradient checkpointing: when True the block's forward pass runs
+            under `keras.remat`, so training keeps only the block's input for the
+            backward pass and recomputes the rest (attention weights, feed-forward
+            hidden units) there, trading one more forward pass for memory. Outputs
+            and gradients are unchanged.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -204,6 +247,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         seed=None,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -219,6 +263,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.seed = check_positive_int("seed", seed, allow_none=True, allow_zero=True)
+        self.remat = check_bool("remat", remat)
         self.supports_masking = True
 
     # ------------------------------------------------------------------ build
@@ -290,6 +335,15 @@ class TransformerEncoderBlock(keras.layers.Layer):
             "padding_mask", padding_mask, keras_mask, x.shape[0], x.shape[1]
         )  # (B, T) or None
 
+        def forward(x):
+            return self._sublayers(
+                x, padding, attention_mask, use_causal_mask, return_attention_scores, training
+            )
+
+        return rematerialized(self, forward, self.remat)(x)
+
+    def _sublayers(self, x, padding, attention_mask, use_causal_mask,
+                   return_attention_scores, training):
         # Self-attention sublayer.
         residual = x
         h = self._self_attention_norm(x) if self.norm_first else x  # (B, T, F)
@@ -328,6 +382,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "seed": self.seed,
+                "remat": self.remat,
             }
         )
         return config

@@ -17,6 +17,7 @@ from tests.layers.blocks.numpy_reference import (
     set_random_weights,
     sublayer,
 )
+from tests.layers.blocks.remat_check import assert_remat_step_matches
 from tests.layers.blocks.test_transformer_encoder_block import SingleHeadAttention
 
 B, T, S, F, FE = 2, 6, 5, 8, 4
@@ -349,3 +350,39 @@ def test_cache_errors():
         block.init_cache(0, T)
     with pytest.raises(TypeError, match="max_length"):
         block.init_cache(B, 2.0)
+
+
+def _remat_decoder(remat):
+    x_in, memory_in = keras.Input((T, F)), keras.Input((S, FE))
+    pad = keras.Input((T,), dtype="bool")
+    # The memory passes through a Dense layer, whose step shows that gradients
+    # reach the encoder outputs through the checkpoint.
+    memory = keras.layers.Dense(F, name="memory_projection")(memory_in)
+    x = TransformerDecoderBlock(2, 16, dropout=0.1, seed=5, remat=remat, name="cross")(
+        x_in, memory, decoder_padding_mask=pad)
+    x = TransformerDecoderBlock(2, 16, norm_first=False, remat=remat, name="decoder_only")(x)
+    return keras.Model([x_in, memory_in, pad], x)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "xla"])
+def test_remat_gives_the_same_training_step(jit_compile):
+    x, memory, dec_pad, _ = _inputs()
+    target = np.random.default_rng(2).normal(size=(B, T, F)).astype("float32")
+    assert_remat_step_matches(_remat_decoder, [x, memory, dec_pad], target, jit_compile)
+
+
+def test_remat_block_decodes_with_a_cache_like_the_plain_block():
+    x, memory, _, _ = _inputs()
+    outputs = []
+    for remat in (False, True):
+        keras.utils.set_random_seed(3)
+        block = TransformerDecoderBlock(2, 16, remat=remat)
+        block(x, memory)
+        cache = block.init_cache(batch_size=B, max_length=T)
+        y, _ = block(x[:, :2], memory, self_attention_cache=cache, self_attention_cache_index=0)
+        outputs.append(ops.convert_to_numpy(y))
+    assert_all_close(outputs[1], outputs[0], atol=1e-6)
+    config = TransformerDecoderBlock(2, 8, remat=True).get_config()
+    assert TransformerDecoderBlock.from_config(config).remat is True
+    with pytest.raises(TypeError, match="remat"):
+        TransformerDecoderBlock(2, 8, remat=1)

@@ -15,6 +15,7 @@ from tests.layers.blocks.numpy_reference import (
     set_random_weights,
     sublayer,
 )
+from tests.layers.blocks.remat_check import assert_remat_step_matches
 
 B, T, F = 2, 6, 8
 
@@ -72,8 +73,10 @@ class SingleHeadAttention(BaseAttention):
           "attention": keras.saving.serialize_keras_object(
               MultiHeadAttention(4, 3, num_key_value_heads=1))},
          {"attention_mask": True, "return_attention_scores": True}),
+        ({"num_heads": 2, "intermediate_dim": 16, "dropout": 0.1, "seed": 1, "remat": True},
+         {"padding_mask": True, "return_attention_scores": True}),
     ],
-    ids=["pre-norm-padding", "post-norm-causal", "swiglu-gqa-config-scores"],
+    ids=["pre-norm-padding", "post-norm-causal", "swiglu-gqa-config-scores", "remat"],
 )
 def test_layer_checks(kwargs, call_kwargs):
     x, pad = _inputs()
@@ -274,3 +277,27 @@ def test_build_and_call_errors():
         block(x, attention_mask=np.ones((B, T, T + 1), bool))
     with pytest.raises(ValueError, match="x"):
         block(np.zeros((B, T, F, 1), "float32"))
+
+
+def _remat_encoder(remat):
+    inputs = keras.Input((T, F))
+    pad = keras.Input((T,), dtype="bool")
+    x = TransformerEncoderBlock(2, 16, dropout=0.1, seed=5, remat=remat, name="block_a")(
+        inputs, padding_mask=pad)
+    x = TransformerEncoderBlock(2, 16, norm_first=False, remat=remat, name="block_b")(
+        x, use_causal_mask=True)
+    return keras.Model([inputs, pad], x)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "xla"])
+def test_remat_gives_the_same_training_step(jit_compile):
+    x, pad = _inputs()
+    target = np.random.default_rng(2).normal(size=(B, T, F)).astype("float32")
+    assert_remat_step_matches(_remat_encoder, [x, pad], target, jit_compile)
+
+
+def test_remat_round_trips_and_rejects_non_booleans():
+    block = TransformerEncoderBlock(2, 8, remat=True)
+    assert TransformerEncoderBlock.from_config(block.get_config()).remat is True
+    with pytest.raises(TypeError, match="remat"):
+        TransformerEncoderBlock(2, 8, remat="yes")
