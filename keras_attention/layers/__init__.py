@@ -2,6 +2,7 @@
 
 # --- attention (core) ---
 from keras_attention.layers.attention.multi_head_attention import MultiHeadAttention
+from keras_attention.layers.attention.projected_attention import ProjectedAttention
 
 # --- attention (seq2seq) ---
 from keras_attention.layers.attention.additive_attention import AdditiveAttention

@@ -71,6 +71,7 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
+from keras_attention.ops.band import rows_with_keys
 from keras_attention.utils.validation import check_call_inputs, check_floating, check_rank
 
 
@@ -118,35 +119,13 @@ def _uses_head_hook(cls):
 
 def key_rows(key_valid, query_length, key_length, query_start=None, window_size=None,
              causal=False):
-    """`(B|1, T)`: True where query i has an allowed key in its range, or None
-    when every row statically has one.
-
-    Query i sits at key position `p = i + query_start` (default `S - T`); its range
-    is `|p - j| <= window_size` (`0 <= p - j <= window_size` when causal), unbounded
-    when `window_size` is None. Computed from a prefix count of the valid keys:
-    O(B * (T + S)), no `(T, S)` tensor.
-    """
+    """`(B|1, T)`: True where query i has an allowed key in its range (see
+    `ops.band.rows_with_keys`), or None when every row statically has one."""
     if key_valid is None and (query_start is not None
                               or _static_le(query_length, key_length)):
         return None  # every query sits on a key, which is inside its range
-    start = key_length - query_length if query_start is None else query_start
-    p = ops.arange(query_length, dtype="int32") + ops.cast(start, "int32")  # (T,)
-    last = ops.cast(key_length, "int32") - 1
-    lo = ops.zeros_like(p) if window_size is None else p - window_size
-    if causal:
-        hi = p
-    else:
-        hi = ops.full_like(p, last) if window_size is None else p + window_size
-    lo, hi = ops.maximum(lo, 0), ops.minimum(hi, last)  # (T,)
-    nonempty = (hi >= lo)[None]  # (1, T)
-    if key_valid is None:
-        return nonempty
-    counts = ops.cumsum(ops.cast(key_valid, "int32"), axis=1)  # (B, S)
-    counts = ops.pad(counts, [[0, 0], [1, 0]])  # (B, S + 1), counts[:, j] = sum(< j)
-    size = ops.cast(key_length, "int32")
-    inside = (ops.take(counts, ops.clip(hi + 1, 0, size), axis=1)
-              - ops.take(counts, ops.clip(lo, 0, size), axis=1))  # (B, T)
-    return ops.logical_and(nonempty, inside > 0)
+    return rows_with_keys(key_valid, query_length, key_length, window_size=window_size,
+                          causal=causal, query_start=query_start)
 
 
 class CheckedInputs:
@@ -367,14 +346,18 @@ class BaseAttention(CheckedInputs, keras.layers.Layer):
             check_rank("query", query.shape, 3, layout)
         for name, x in (("value", value), ("key", key)):
             check_rank(name, x.shape, rank, "equal to the query's" if rank > 3 else layout)
-        if tuple(value.shape[1:-1]) != tuple(key.shape[1:-1]):
-            raise ValueError(
-                "All dimensions of `value` and `key`, except the last one, must be "
-                f"equal. Received: value_shape={tuple(value.shape)} and "
-                f"key_shape={tuple(key.shape)}"
-            )
+        self._check_key_value_shapes(value.shape, key.shape)
         self._check_batch_sizes(query.shape, value.shape, key.shape)
         return query, value, key
+
+    @staticmethod
+    def _check_key_value_shapes(value_shape, key_shape):
+        if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
+            raise ValueError(
+                "All dimensions of `value` and `key`, except the last one, must be "
+                f"equal. Received: value_shape={tuple(value_shape)} and "
+                f"key_shape={tuple(key_shape)}"
+            )
 
     def _folds_axes(self):
         """Whether inputs of rank > 3 are accepted (attention over several axes)."""

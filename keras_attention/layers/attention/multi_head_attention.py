@@ -12,6 +12,7 @@ from keras import ops
 from keras_attention import masks as masks_lib
 from keras_attention.layers.attention.base_attention import key_rows
 from keras_attention.layers.attention.projected_attention import ProjectedAttention
+from keras_attention.ops.band import blocked_band_attention
 from keras_attention.ops.attention import (
     prepare_mask,
     repeat_kv_heads,
@@ -54,11 +55,12 @@ class MultiHeadAttention(ProjectedAttention):
             None attends over every axis but the batch and the features.
         sliding_window: None, or a positive int s: query i attends only keys j
             with `|i - j| < s` (Keras's meaning; with `use_causal_mask`,
-            `0 <= i - j < s`). Without an explicit `attention_mask`, scores,
-            dropout or a logits bias it runs on
-            `keras_attention.ops.sliding_window_attention`, never forming a
-            `(T, S)` mask. When `T != S` query i sits at key position
-            `i + S - T` (bottom-right, as the causal mask).
+            `0 <= i - j < s`). Unless scores, a logits bias or a cache are
+            involved it runs on a band kernel, O(T * s), never forming a `(T, S)`
+            mask: `keras_attention.ops.sliding_window_attention`, or
+            `ops.band.blocked_band_attention` with an explicit `attention_mask`
+            or dropout. When `T != S` query i sits at key position `i + S - T`
+            (bottom-right, as the causal mask).
         flash_attention: None (let Keras decide, see
             `keras.config.enable_flash_attention`), True or False; passed to
             `keras.ops.dot_product_attention` on the fused path. True cannot be
@@ -227,14 +229,24 @@ class MultiHeadAttention(ProjectedAttention):
         rows = None
         if self.sliding_window is not None:
             window = self.sliding_window - 1  # |i - j| < sliding_window
-            if (masks.full is None and masks.query_start is None and bias is None
-                    and not return_weights and not rate):
+            banded = masks.query_start is None and bias is None and not return_weights
+            if banded and masks.full is None and not rate:
                 output = sliding_window_attention(
                     query, key, value, window_size=window, causal=use_causal_mask,
                     mask=masks.key,
                 )  # (B, T, N, V)
                 return output, None, key_rows(masks.key, t, s, None, window,
                                               use_causal_mask)
+            if banded:  # an explicit mask or dropout: gathered block by block
+                full = masks.full
+                if full is not None:  # (B|1, T, S) -> (B, T, S)
+                    full = ops.broadcast_to(full, (ops.shape(query)[0], t, s))
+                output, rows = blocked_band_attention(
+                    query, key, value, window_size=window, causal=use_causal_mask,
+                    key_valid=masks.key, mask=full, dropout=rate,
+                    seed=self.seed_generator,
+                )
+                return output, None, rows
             band = masks_lib.sliding_window_mask(t, window, s, use_causal_mask,
                                                  masks.query_start)  # (T, S)
             masks = masks._replace(full=masks_lib.merge_masks(masks.full, band[None]))
@@ -341,6 +353,10 @@ class MultiHeadAttention(ProjectedAttention):
                            if use_causal_mask else None)
             mask = masks_lib.merge_masks(mask, written[:, None, :], causal_part)
             use_causal_mask = False
+        if self.sliding_window is not None:
+            band = masks_lib.sliding_window_mask(t, self.sliding_window - 1, ops.shape(k)[1],
+                                                 use_causal_mask, query_start)  # (T, S)
+            mask = masks_lib.merge_masks(mask, band[None])
         mask = None if mask is None else mask[:, None]  # (B, 1, T, S)
         bias = self._logits_bias(q, ops.shape(k)[1], query_start)
         output, scores = self._attend(q, k, v, mask=mask, bias=bias,

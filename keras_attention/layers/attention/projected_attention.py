@@ -321,12 +321,7 @@ class ProjectedAttention(BaseAttention):
 
     def build(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
-        if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
-            raise ValueError(
-                "All dimensions of `value` and `key`, except the last one, must be "
-                f"equal. Received: value_shape={tuple(value_shape)} and "
-                f"key_shape={tuple(key_shape)}"
-            )
+        self._check_key_value_shapes(value_shape, key_shape)
         if len(query_shape) > 3:
             self._attention_layout(len(query_shape), query_shape)  # checks the axes
         # Heads project the last axis only; higher-rank inputs are folded to rank 3.
@@ -358,12 +353,7 @@ class ProjectedAttention(BaseAttention):
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
-        if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
-            raise ValueError(
-                "All dimensions of `value` and `key`, except the last one, must be "
-                f"equal. Received: value_shape={tuple(value_shape)} and "
-                f"key_shape={tuple(key_shape)}"
-            )
+        self._check_key_value_shapes(value_shape, key_shape)
         query_shape = tuple(query_shape)
         if self._output_shape:
             return query_shape[:-1] + self._output_shape

@@ -11,7 +11,8 @@ from keras_attention.layers.encodings.attention_position_encoding import (
 from keras_attention.ops.attention import empty_attention
 
 # MultiHeadAttention arguments about its dense implementations, unused by variants.
-UNUSED_ARGUMENTS = ("implementation", "query_chunk_size", "key_chunk_size")
+UNUSED_ARGUMENTS = ("implementation", "query_chunk_size", "key_chunk_size",
+                    "sliding_window", "flash_attention")
 
 
 def reject_arguments(layer_name, kwargs, names):

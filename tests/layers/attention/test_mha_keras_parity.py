@@ -128,6 +128,11 @@ def test_sliding_window_runs_on_the_band_kernel_without_a_dense_mask(monkeypatch
     out = _np(layer(x, x, query_mask=pad, value_mask=pad, use_causal_mask=True))
     assert calls and set(calls) == {7}  # |i - j| < 8 is window_size 7
     np.testing.assert_array_equal(out[0, -5:], 0.0)
+    # An explicit mask and dropout run block by block, still without a band mask.
+    mask = RNG.random((2, 40, 40)) > 0.5
+    assert np.all(np.isfinite(_np(layer(x, x, attention_mask=mask))))
+    dropped = MultiHeadAttention(2, 4, sliding_window=8, dropout=0.5, seed=1)
+    assert np.all(np.isfinite(_np(dropped(x, x, training=True))))
 
 
 def test_sliding_window_error_text():
