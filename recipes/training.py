@@ -132,7 +132,10 @@ def make_strategy(name="auto"):
         if name == "tpu" and jax.default_backend() != "tpu":
             raise ValueError("strategy=tpu needs a TPU. Received: strategy=tpu")
         if name != "none" and len(jax.devices()) > 1:
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
+            # `fit` gives each process its share of every batch itself
+            # (`shard_batches`), so Keras is told not to shard the data again.
+            keras.distribution.set_distribution(
+                keras.distribution.DataParallel(auto_shard_dataset=False))
         strategy = _NoStrategy()
         if name == "multiworker":
             _MULTIWORKER.append(strategy)
