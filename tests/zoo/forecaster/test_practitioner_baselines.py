@@ -166,3 +166,17 @@ def test_benchmark_runs_on_a_slice_of_traffic(tmp_path):
                        "auto_ets", "auto_theta", "mstl", "lightgbm"}
     assert all(np.isfinite(row["mae"]) for row in payload["rows"])
     assert sum(row["best_baseline"] for row in payload["rows"]) == 1
+
+
+def test_benchmark_arguments_are_checked(capsys):
+    from benchmarks import forecaster_baselines, forecaster_error_analysis
+
+    for main, argv, message in (
+        (forecaster_baselines.main, ["--datasets=weather"], "--datasets must be among"),
+        (forecaster_baselines.main, ["--horizons=0"], "--horizons must be positive"),
+        (forecaster_baselines.main, ["--window_step=0"], "--window_step must be positive"),
+        (forecaster_error_analysis.main, ["--horizons=a,b"], "--horizons must be positive"),
+    ):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
