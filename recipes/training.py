@@ -207,6 +207,15 @@ def is_chief():
     return process_index() == 0
 
 
+def _saving_is_collective():
+    """True where saving weights takes every process (several JAX processes)."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
 def _is_multiworker(strategy):
     import sys
 
@@ -409,6 +418,15 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if improved:
             self.best = value  # every process tracks it: each may become the chief
         if not is_chief():
+            if _saving_is_collective():
+                # Every JAX process must take part in saving (it gathers the
+                # arrays); the others write a throwaway copy.
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as scratch:
+                    if improved:
+                        self.model.save_weights(os.path.join(scratch, "best.weights.h5"))
+                    self.model.save_weights(os.path.join(scratch, "state.weights.h5"))
             return
         if improved:
             tmp = self.best_path.replace(".weights.h5", ".tmp.weights.h5")

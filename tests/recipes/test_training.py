@@ -146,3 +146,50 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_smoke_config(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "jit_compile disabled" in done.stdout  # XLA cannot span logical CPUs
     assert "OK" in done.stdout
+
+
+def test_fit_with_remat_checkpoints_every_transformer_block(tmp_path, capsys):
+    from keras_attention.layers import TransformerEncoderBlock
+
+    def build():
+        inputs = keras.Input((4, 6))
+        x = TransformerEncoderBlock(2, 8, name="block_0")(inputs)
+        x = TransformerEncoderBlock(2, 8, name="block_1")(x)
+        return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(32, 4, 6).astype("float32"), rng.randint(0, 2, 32).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    config = TrainConfig(workdir=str(tmp_path), epochs=1, verbose=0, remat=True,
+                         jit_compile=False)
+    model, info = training.fit(config, build, ds, ds,
+                               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert "gradient checkpointing in 2 Transformer blocks" in capsys.readouterr().out
+    assert [layer.remat for layer in model.layers if isinstance(layer, TransformerEncoderBlock)] \
+        == [True, True]
+    assert np.isfinite(info["history"]["loss"][0])
+
+
+def test_shard_batches_gives_each_process_an_even_slice_of_every_batch():
+    ds = tf.data.Dataset.range(10).batch(4)  # batches of 4, 4 and 2
+    shards = [[list(b.numpy()) for b in training.shard_batches(ds, 2, i, multiple=2)]
+              for i in range(2)]
+    assert shards == [[[0, 1], [4, 5], [8]], [[2, 3], [6, 7], [9]]]
+    # Four devices: the last batch of 2 cannot be split and is dropped.
+    pairs = tf.data.Dataset.from_tensor_slices((np.arange(10), -np.arange(10))).batch(4)
+    shard = [(list(a.numpy()), list(b.numpy()))
+             for a, b in training.shard_batches(pairs, 2, 1, multiple=4)]
+    assert shard == [([2, 3], [-2, -3]), ([6, 7], [-6, -7])]
+
+
+def test_process_index_and_chief_from_tf_config(monkeypatch):
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 1}}))
+    assert (training.process_count(), training.process_index()) == (3, 2)
+    assert not training.is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "chief", "index": 0}}))
+    assert training.is_chief()
+    monkeypatch.delenv("TF_CONFIG")
+    assert (training.process_count(), training.process_index()) == (1, 0)
