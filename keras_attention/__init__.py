@@ -2,7 +2,11 @@
 
 import importlib
 
-from keras_attention import analysis, layers, masks, ops
+from keras_attention import _onednn
+
+_onednn.guard()  # before anything imports TensorFlow; see keras_attention/_onednn.py
+
+from keras_attention import analysis, layers, masks, ops  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -5,14 +5,10 @@ defaults to 3, see `zoo._quiet`). Run with `TF_CPP_MIN_LOG_LEVEL=0` to see them;
 the `--verbose` key sets Keras's progress-bar verbosity, not these logs.
 """
 
-import os
-
 from zoo import _quiet
 
-# TensorFlow 2.21's oneDNN CPU kernels corrupt the heap in about one training run in
-# four here (glibc aborts "corrupted double-linked list" or a segfault inside a Keras
-# train step, with or without XLA); with them off, 26 of 26 runs of the same command
-# finished. Recipes therefore default to TensorFlow's own CPU kernels. The variable is
-# read when TensorFlow is first imported; set TF_ENABLE_ONEDNN_OPTS=1 to opt back in.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 _quiet.quiet_start()
+# Importing keras_attention before anything else imports TensorFlow applies its oneDNN
+# guard (keras_attention/_onednn.py): oneDNN's CPU kernels stay on except on the CPUs
+# where they corrupted the heap. Set TF_ENABLE_ONEDNN_OPTS to choose yourself.
+import keras_attention  # noqa: E402,F401

@@ -55,6 +55,10 @@ def available():
 
 def _import_loader(entry):
     module_name, _, function_name = entry.loader.partition(":")
+    # keras_attention first: its oneDNN guard must run before the model's modules
+    # import TensorFlow (see keras_attention/_onednn.py).
+    import keras_attention  # noqa: F401
+
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
