@@ -54,6 +54,9 @@ def installed(package):
 
 
 def _statistical_model(method, daily=DAY, weekly=WEEK):
+    if method not in STATISTICAL_METHODS:
+        raise ValueError(
+            f"`method` must be one of {STATISTICAL_METHODS}. Received: method={method!r}")
     require("statsforecast")
     from statsforecast.models import MSTL, AutoETS, AutoTheta
 
@@ -61,9 +64,7 @@ def _statistical_model(method, daily=DAY, weekly=WEEK):
         return AutoETS(season_length=daily)
     if method == "auto_theta":
         return AutoTheta(season_length=daily)
-    if method == "mstl":
-        return MSTL(season_length=[daily, weekly], trend_forecaster=AutoETS(model="ZZN"))
-    raise ValueError(f"`method` must be one of {STATISTICAL_METHODS}. Received: method={method!r}")
+    return MSTL(season_length=[daily, weekly], trend_forecaster=AutoETS(model="ZZN"))
 
 
 def statistical_forecast(histories, horizon, method, daily=DAY, weekly=WEEK):
