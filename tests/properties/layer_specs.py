@@ -193,13 +193,16 @@ def spec_ids(specs):
 def discover_layers():
     """Public concrete layer classes defined in `keras_attention.layers.attention`."""
     from keras_attention.layers.attention.base_attention import BaseAttention
+    from keras_attention.layers.attention.projected_attention import ProjectedAttention
+
+    shared_bases = (BaseAttention, ProjectedAttention)  # not layers one uses directly
 
     found = {}
     for info in pkgutil.iter_modules(attention_package.__path__):
         module = importlib.import_module(f"{attention_package.__name__}.{info.name}")
         for name, obj in inspect.getmembers(module, inspect.isclass):
             if (obj.__module__ == module.__name__ and not name.startswith("_")
-                    and issubclass(obj, keras.layers.Layer) and obj is not BaseAttention):
+                    and issubclass(obj, keras.layers.Layer) and obj not in shared_bases):
                 found[name] = obj
     return found
 

@@ -151,8 +151,9 @@ ATTENTION_CASES = {
         (B, _context(sp).shape[1] + 1), bool)), ("key_mask",)),
     "attention_mask shape": (lambda l, sp: l(X, _context(sp), attention_mask=np.ones(
         (B, T, _context(sp).shape[1] + 1), bool)), ("attention_mask",)),
-    "attention_mask rank 2": (lambda l, sp: l(X, _context(sp), attention_mask=np.ones(
-        (T, _context(sp).shape[1]), bool)), ("attention_mask",)),
+    # A (T, S) or (1, T, S) mask broadcasts as in Keras; rank 4 does not.
+    "attention_mask rank 4": (lambda l, sp: l(X, _context(sp), attention_mask=np.ones(
+        (B, 1, T, _context(sp).shape[1]), bool)), ("attention_mask",)),
 }
 POOLING_CASES = {
     "inputs rank 2": (lambda l, sp: l(X[:, 0]), ("inputs",)),

@@ -324,6 +324,10 @@ class ProjectedAttention(BaseAttention):
         self._check_key_value_shapes(value_shape, key_shape)
         if len(query_shape) > 3:
             self._attention_layout(len(query_shape), query_shape)  # checks the axes
+        else:
+            # The layer's shape checks (its own included) see the symbolic shapes here;
+            # when `call` is traced, unknown lengths have been given sizes.
+            self._check_input_shapes(query_shape, value_shape, key_shape)
         # Heads project the last axis only; higher-rank inputs are folded to rank 3.
         query_shape = (None, None, query_shape[-1])
         value_shape = (None, None, value_shape[-1])
