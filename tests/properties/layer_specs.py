@@ -237,7 +237,7 @@ def dense_equivalent(spec, layer, query, value):
     query/key/value/output projection weights."""
     config = layer.get_config()
     keys = ("num_heads", "key_dim", "value_dim", "num_key_value_heads", "use_bias",
-            "output_dim")
+            "output_shape", "output_dim")
     mha = keras_attention.layers.MultiHeadAttention(
         **{k: config[k] for k in keys if k in config}, implementation="full"
     )

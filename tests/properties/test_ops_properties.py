@@ -135,8 +135,10 @@ OPS = {
                                  ("none", "keys")),
     "linear_attention": (_linear, _linear_reference, _linear_extra, ("none", "keys")),
 }
-# Functions of `keras_attention.ops` that are not attention ops, tested on their own.
-HELPERS = {"favor_random_features"}
+# Functions of `keras_attention.ops` tested on their own rather than here: helpers that
+# are not attention ops, and the band kernel with global keys that the layers call
+# (tests/ops/test_band.py, test_masked_softmax.py).
+HELPERS = {"favor_random_features", "mask_value", "masked_softmax", "blocked_band_attention"}
 
 
 def test_every_op_is_covered():
