@@ -71,7 +71,7 @@ import keras
 from keras import ops
 
 from keras_attention import masks as masks_lib
-from keras_attention.ops.band import rows_with_keys
+from keras_attention.ops.band import rows_with_keys, static_le
 from keras_attention.utils.validation import check_call_inputs, check_floating, check_rank
 
 
@@ -82,11 +82,6 @@ def _clear_keras_mask(x):
             x._keras_mask = None
         except AttributeError:
             pass
-
-
-def _static_le(a, b):
-    """True when both sizes are static Python ints and a <= b."""
-    return isinstance(a, int) and isinstance(b, int) and a <= b
 
 
 #: The call's masks, kept apart (see the module docstring).
@@ -122,7 +117,7 @@ def key_rows(key_valid, query_length, key_length, query_start=None, window_size=
     """`(B|1, T)`: True where query i has an allowed key in its range (see
     `ops.band.rows_with_keys`), or None when every row statically has one."""
     if key_valid is None and (query_start is not None
-                              or _static_le(query_length, key_length)):
+                              or static_le(query_length, key_length)):
         return None  # every query sits on a key, which is inside its range
     return rows_with_keys(key_valid, query_length, key_length, window_size=window_size,
                           causal=causal, query_start=query_start)
@@ -278,7 +273,7 @@ class BaseAttention(CheckedInputs, keras.layers.Layer):
         elif use_causal_mask:
             # Bottom-right causal rows are empty only before position 0: O(T), no (T, S).
             # With a cache (query_start given) or T <= S no row is empty.
-            if query_start is not None or _static_le(query_length, key_length):
+            if query_start is not None or static_le(query_length, key_length):
                 return None
             start = key_length - query_length
             positions = ops.arange(query_length, dtype="int32") + ops.cast(start, "int32")
